@@ -1,0 +1,16 @@
+"""ebpf-lab: run real BPF programs in a lab VM from Python, the CLI and Jupyter."""
+from __future__ import annotations
+
+from .errors import LabError, ProgramFailed
+from .lab import Lab, connect
+from .runner.load import Load
+from .runner.run import Line, Record, Run
+
+__all__ = ["Lab", "LabError", "Line", "Load", "ProgramFailed", "Record", "Run", "connect", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext ebpf_lab`: registers the %%bcc cell magic."""
+    from .jupyter.magic import register
+
+    register(ipython)

@@ -1,0 +1,64 @@
+"""Errors a learner can act on: what happened, then the command that fixes it."""
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Base of every error ebpf-lab reports to a learner; printed without a traceback."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.fix}" if self.fix else self.message
+
+
+class QemuMissing(LabError):
+    pass
+
+
+class ImageMissing(LabError):
+    pass
+
+
+class ImageBuildFailed(LabError):
+    pass
+
+
+class VMNotRunning(LabError):
+    pass
+
+
+class VMBootFailed(LabError):
+    pass
+
+
+class PortInUse(LabError):
+    pass
+
+
+class SshFailed(LabError):
+    pass
+
+
+class ProgramNotFound(LabError):
+    pass
+
+
+class ProgramFailed(LabError):
+    """The BPF program itself failed: compile error, verifier rejection or Python exception.
+
+    ``details`` holds the learner-facing explanation (offending line, verifier reason, trimmed traceback).
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.details}".rstrip()
+
+
+class BpftoolError(LabError):
+    pass

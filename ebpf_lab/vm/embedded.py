@@ -1,0 +1,184 @@
+"""The embedded lab VM: boot the cached image with qemu, track it, stop it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import PortInUse, QemuMissing, VMBootFailed, VMNotRunning
+from ..paths import cache_dir
+from . import accel as accel_mod
+from .image import Image, require_image
+from .keys import ensure_key, public_key_blob
+
+QEMU = "qemu-system-x86_64"
+BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
+HOST_KEY_ALIAS = "ebpf-lab-embedded"
+
+
+@dataclass
+class VMState:
+    pid: int
+    port: int
+    accel: str
+    image_dir: str
+    console: str
+    qmp: str
+    started: float
+
+    @property
+    def image(self) -> Image:
+        return Image(Path(self.image_dir))
+
+
+def vm_dir() -> Path:
+    return cache_dir() / "vm"
+
+
+def _state_file() -> Path:
+    return vm_dir() / "state.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or b"qemu" in cmdline.read_bytes()
+
+
+def state() -> VMState | None:
+    """The running embedded VM, or None (a stale state file is removed)."""
+    try:
+        st = VMState(**json.loads(_state_file().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if _alive(st.pid):
+        return st
+    _state_file().unlink(missing_ok=True)
+    return None
+
+
+def require_running() -> VMState:
+    st = state()
+    if st is None:
+        raise VMNotRunning("the embedded lab VM is not running", "start it with: ebpf-lab vm up")
+    return st
+
+
+def _free_port() -> int:
+    wanted = os.environ.get("EBPF_LAB_SSH_PORT")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", int(wanted or 0)))
+        except OSError:
+            raise PortInUse(f"port {wanted} on 127.0.0.1 is already in use",
+                            "unset EBPF_LAB_SSH_PORT or choose a free port") from None
+        return s.getsockname()[1]
+
+
+def _ssh_banner(port: int) -> bool:
+    """qemu accepts on the forwarded port at once; only sshd's banner means the guest is up."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.settimeout(1.0)
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
+                 memory_mb: int = 1024, cpus: int = 2) -> list[str]:
+    append = " ".join([
+        "root=/dev/nvme0n1", "rw", "init=/sbin/ebpf-lab-init", "console=ttyS0", "quiet", "panic=-1",
+        f"ebpflab.key={public_key_blob()}",
+    ])
+    return [
+        QEMU, "-name", "ebpf-lab", *accel_mod.qemu_args(accel),
+        "-m", str(memory_mb), "-smp", str(cpus),
+        "-kernel", str(image.kernel), "-append", append,
+        # NVMe and ext4 are built into the cloud kernel: no initrd needed.
+        "-drive", f"if=none,id=d0,file={image.disk},format=raw", "-device", "nvme,drive=d0,serial=lab",
+        # -snapshot: every boot starts from the pristine image.
+        "-snapshot",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        # A guest panic ends qemu (panic=-1 + -no-reboot) instead of leaving a hung VM.
+        "-no-reboot", "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+        "-qmp", f"unix:{qmp},server=on,wait=off",
+    ]
+
+
+def up(log=print) -> VMState:
+    """Boot the embedded VM (or return the running one) and wait until sshd answers."""
+    running = state()
+    if running:
+        return running
+    qemu = shutil.which(QEMU)
+    if qemu is None:
+        raise QemuMissing("qemu-system-x86_64 is not installed", "run: sudo apt-get install qemu-system-x86")
+    image = require_image()
+    ensure_key()
+    accel = accel_mod.choose_accel(qemu, image.kernel)
+    port = _free_port()
+    vm_dir().mkdir(parents=True, exist_ok=True)
+    console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
+    qmp.unlink(missing_ok=True)
+    started = time.time()
+    qemu_log = vm_dir() / "qemu.log"
+    # qemu outlives this process, so its stderr goes to a file, not a pipe someone must drain.
+    with open(qemu_log, "wb") as errfile:
+        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile,
+                                start_new_session=True)
+    st = VMState(pid=proc.pid, port=port, accel=accel, image_dir=str(image.dir),
+                 console=str(console), qmp=str(qmp), started=started)
+    _state_file().write_text(json.dumps(asdict(st)))
+    deadline = time.monotonic() + BOOT_TIMEOUT[accel]
+    while not _ssh_banner(port):
+        if proc.poll() is not None:
+            _state_file().unlink(missing_ok=True)
+            err = qemu_log.read_text(errors="replace").strip().splitlines()
+            raise VMBootFailed(f"qemu exited: {err[-1] if err else proc.returncode}", f"see {console}")
+        if time.monotonic() > deadline:
+            down()
+            raise VMBootFailed(f"the VM did not answer ssh within {BOOT_TIMEOUT[accel]:.0f} s ({accel})",
+                               f"see {console}; retry with: ebpf-lab vm up")
+        time.sleep(0.2)
+    log(f"lab VM up in {time.time() - started:.1f} s ({accel}, ssh on 127.0.0.1:{port})")
+    return st
+
+
+def _qmp_quit(qmp: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2.0)
+        s.connect(str(qmp))
+        s.recv(4096)
+        s.sendall(b'{"execute":"qmp_capabilities"}\n')
+        s.recv(4096)
+        s.sendall(b'{"execute":"quit"}\n')
+
+
+def down() -> bool:
+    """Stop the VM; False if it was not running. -snapshot means there is nothing to save."""
+    st = state()
+    if st is None:
+        return False
+    try:
+        _qmp_quit(Path(st.qmp))
+    except OSError:
+        os.kill(st.pid, 15)
+    deadline = time.monotonic() + 10
+    while _alive(st.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(st.pid):
+        os.kill(st.pid, 9)
+    _state_file().unlink(missing_ok=True)
+    return True
