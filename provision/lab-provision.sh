@@ -36,7 +36,13 @@ install_packages() {
   local pkgs=("${LAB_PACKAGES[@]}")
   if [[ $mode == machine ]]; then
     # BCC compiles against the headers of the *running* kernel.
-    pkgs+=("linux-headers-$(uname -r)")
+    if apt-cache show "linux-headers-$(uname -r)" >/dev/null 2>&1; then
+      pkgs+=("linux-headers-$(uname -r)")
+    else
+      # An older box whose kernel left the archive: install the current kernel and its headers.
+      echo "ebpf-lab: no headers for kernel $(uname -r); installing the current kernel. Afterwards run: vagrant reload" >&2
+      pkgs+=(linux-image-amd64 linux-headers-amd64)
+    fi
     if ! apt-cache show bpftool >/dev/null 2>&1; then
       # Ubuntu ships bpftool with the kernel tools.
       pkgs=("${pkgs[@]/bpftool/}" linux-tools-common "linux-tools-$(uname -r)")

@@ -55,20 +55,23 @@ def format_compile_errors(errors: list[CompileError]) -> str:
     return "\n".join(out)
 
 
-def verifier_log(stderr: list[str]) -> list[str]:
-    """The verifier's log lines that bcc printed after a failed load (without the footer)."""
+def verifier_log(stderr: list[str]) -> tuple[list[str], list[str]]:
+    """(the verifier's log lines, bcc's HINT lines) that bcc printed after a failed load."""
     try:
         start = next(i for i, l in enumerate(stderr) if l.startswith(VERIFIER_START))
     except StopIteration:
-        return []
-    log = []
+        return [], []
+    log, hints, in_log = [], [], True
     for line in stderr[start + 1:]:
         if line.startswith("Traceback (most recent call last)"):
             break
-        log.append(line)
-    while log and VERIFIER_FOOTER.match(log[-1]):
-        log.pop()
-    return log
+        if line.startswith("HINT:"):
+            hints.append(line)
+        elif VERIFIER_FOOTER.match(line):
+            in_log = False
+        elif in_log:
+            log.append(line)
+    return log, hints
 
 
 def explain_failure(stderr: list[str], source: str, c_text: str | None, exception: dict | None) -> tuple[str, str]:
@@ -77,12 +80,12 @@ def explain_failure(stderr: list[str], source: str, c_text: str | None, exceptio
     errors = compile_errors(stderr, source, c_text)
     if errors or "Failed to compile BPF module" in exc_msg:
         return ("the BPF C code does not compile", format_compile_errors(errors) or exc_msg)
-    log = verifier_log(stderr)
+    log, hints = verifier_log(stderr)
     if log or "Failed to load BPF program" in exc_msg:
         reason = log[-1] if log else exc_msg
         tail = "\n".join("    " + l for l in log[-8:])
-        return (f"the kernel's verifier rejected the program: {reason}",
-                f"last lines of the verifier log:\n{tail}" if tail else exc_msg)
+        details = f"last lines of the verifier log:\n{tail}" if tail else exc_msg
+        return (f"the kernel's verifier rejected the program: {reason}", "\n".join([details, *hints]))
     if exception:
         return (f"the program raised {exception['type']}: {exc_msg}", exception.get("traceback", "").rstrip())
     return ("the program failed", "\n".join(stderr[-10:]))

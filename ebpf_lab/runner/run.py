@@ -21,7 +21,6 @@ from .diagnostics import explain_failure
 
 MAX_LINES = 10_000
 MAX_RECORDS = 50_000
-SSH_UNREACHABLE = 255
 
 
 @dataclass(frozen=True)
@@ -139,13 +138,16 @@ class Run:
             pass
 
     def raise_for_status(self) -> None:
-        """Raise ProgramFailed with an explanation if the program did not end well."""
-        if self.status in (0, None) or (self.status == 130 and (self.timed_out or self.interrupted)):
-            return
-        if self.status == SSH_UNREACHABLE and not self.events:
-            raise ProgramFailed("lost the ssh link to the lab VM", "\n".join(self._stderr[-5:]))
-        headline, details = explain_failure(self._stderr, self.source, self._c_text, self._exception)
-        raise ProgramFailed(headline, details)
+        """Raise ProgramFailed if the program died of an exception or the link to the VM was lost.
+
+        A plain non-zero exit status is the program's own answer, not a failure to explain.
+        """
+        if self._exception is not None:
+            headline, details = explain_failure(self._stderr, self.source, self._c_text, self._exception)
+            raise ProgramFailed(headline, details)
+        if self.done and not any(e["k"] == "exit" for e in self.events):
+            raise ProgramFailed(f"lost the ssh link to the lab VM (ssh exit {self.status})",
+                                "\n".join(self._stderr[-5:]) + "\ncheck it with: ebpf-lab vm status")
 
     # -- reader thread ---------------------------------------------------------
     def _read(self) -> None:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Quick start for a Debian 12 machine (see README):
+#   ./lab.sh course   install what is missing, build + boot the embedded VM, open the course in Jupyter Lab
+#   ./lab.sh test     install what is missing, build + boot the embedded VM, run every test, stop the VM
+# Everything it downloads is cached: apt packages once, the venv in .venv, the VM image under
+# ~/.cache/ebpf-lab (rebuilt only when provision/lab-provision.sh or the recipe changes).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs openssh-client python3-venv python3-pip ca-certificates)
+
+as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "lab.sh: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+install_python() {
+  local stamp
+  stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  if [[ ! -e $stamp ]]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[course,test]'
+    touch "$stamp"
+  fi
+}
+
+prepare() {
+  install_apt
+  install_python
+  .venv/bin/ebpf-lab vm build
+  .venv/bin/ebpf-lab vm up
+}
+
+case "${1:-}" in
+  course)
+    prepare
+    exec .venv/bin/jupyter lab notebooks
+    ;;
+  test)
+    prepare
+    status=0
+    # Unit and VM tests, then every notebook top to bottom against the VM (nbval).
+    .venv/bin/python -m pytest -p no:cacheprovider tests notebooks --nbval \
+      --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout 300 "${@:2}" || status=$?
+    .venv/bin/ebpf-lab vm down || true
+    if [[ $status == 5 ]]; then echo "lab.sh: pytest collected no tests" >&2; exit 1; fi
+    exit "$status"
+    ;;
+  *)
+    echo "usage: ./lab.sh course | test [pytest args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,63 @@
+import pytest
+
+from ebpf_lab.errors import LabError
+from ebpf_lab.runner.load import Load
+from ebpf_lab.vm import accel, image
+from ebpf_lab.vm.target import parse_ssh_config, parse_ssh_url
+
+
+def test_load_parse():
+    assert Load.parse("alice") == Load("alice", 10, ("/bin/true",))
+    assert Load.parse("bob:3:/usr/bin/id -u") == Load("bob", 3, ("/usr/bin/id", "-u"))
+    with pytest.raises(LabError, match="USER"):
+        Load.parse("bob:many")
+
+
+def test_vagrant_ssh_config_parsed():
+    cfg = parse_ssh_config("""Host default
+  HostName 192.168.121.5
+  User vagrant
+  Port 22
+  IdentityFile "/home/me/repo/.vagrant/machines/default/libvirt/private_key"
+  StrictHostKeyChecking no
+""")
+    assert cfg["hostname"] == "192.168.121.5" and cfg["user"] == "vagrant"
+    assert cfg["identityfile"].endswith("private_key")
+
+
+def test_ssh_url():
+    t = parse_ssh_url("ssh://vagrant@10.1.2.3:2222")
+    assert (t.user, t.host, t.port, t.needs_sudo) == ("vagrant", "10.1.2.3", 2222, True)
+    with pytest.raises(LabError, match="ssh://user@host:port"):
+        parse_ssh_url("telnet://x")
+
+
+def test_image_key_follows_provisioning_script(tmp_path, monkeypatch):
+    script = tmp_path / "lab-provision.sh"
+    script.write_text("echo one\n")
+    monkeypatch.setattr(image, "provision_script", lambda: script)
+    first = image.image_key()
+    assert image.image_key() == first
+    script.write_text("echo two\n")
+    assert image.image_key() != first
+
+
+def test_accel_override_and_missing_kvm(monkeypatch, tmp_path):
+    monkeypatch.setenv("EBPF_LAB_ACCEL", "tcg")
+    assert accel.choose_accel("qemu-system-x86_64", tmp_path / "k") == "tcg"
+    monkeypatch.delenv("EBPF_LAB_ACCEL")
+    monkeypatch.setattr(accel.os, "access", lambda *a: False)
+    assert accel.choose_accel("qemu-system-x86_64", tmp_path / "k") == "tcg"
+
+
+def test_accel_probe_result_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("EBPF_LAB_ACCEL", raising=False)
+    monkeypatch.setattr(accel.os, "access", lambda *a: True)
+    monkeypatch.setattr(accel, "_host_id", lambda q: "host-1")
+    probes = []
+    monkeypatch.setattr(accel, "kvm_boots", lambda q, k: probes.append(1) or True)
+    assert accel.choose_accel("q", tmp_path / "k") == "kvm"
+    assert accel.choose_accel("q", tmp_path / "k") == "kvm"
+    assert probes == [1]
+    assert accel.qemu_args("kvm")[:2] == ["-accel", "kvm"]
