@@ -62,3 +62,11 @@ class ProgramFailed(LabError):
 
 class BpftoolError(LabError):
     pass
+
+
+def _render_for_ipython(self: LabError) -> list[str]:
+    # IPython shows this instead of a traceback: learners see what happened and what to do.
+    return [f"{type(self).__name__}: {self}"]
+
+
+LabError._render_traceback_ = _render_for_ipython

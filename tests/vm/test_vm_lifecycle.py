@@ -1,0 +1,105 @@
+"""`ebpf-lab vm ...` as a learner uses it, and the one-line errors for what goes wrong."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ebpf_lab.errors import SshFailed
+from ebpf_lab.transport.ssh import SshTransport
+from ebpf_lab.vm import embedded
+from ebpf_lab.vm.target import SshTarget
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ebpf_lab", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture
+def own_cache(tmp_path, lab):
+    """A separate cache (so a second VM, own state) that shares the built image."""
+    (tmp_path / "images").mkdir()
+    built = embedded.require_running().image
+    (tmp_path / "images" / built.dir.name).symlink_to(built.dir)
+    return {"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"}
+
+
+def test_up_status_ssh_down(own_cache):
+    up = cli("vm", "up", env=own_cache)
+    assert up.returncode == 0, up.stderr
+    assert "lab VM up in" in up.stdout
+    status = cli("vm", "status", env=own_cache)
+    assert status.returncode == 0 and "running" in status.stdout
+    assert cli("vm", "up", env=own_cache).returncode == 0  # idempotent: the same VM
+    uname = cli("vm", "ssh", "uname", "-r", env=own_cache)
+    assert uname.stdout.strip().endswith("cloud-amd64"), uname.stderr
+    users = cli("vm", "ssh", "id", "-u", "alice", ";", "id", "-u", "bob", env=own_cache)
+    assert users.stdout.split() == ["1001", "1002"]
+    # Only key auth: the VM's sshd refuses passwords.
+    conf = cli("vm", "ssh", "sshd", "-T", env=own_cache).stdout
+    assert "passwordauthentication no" in conf and "permitrootlogin without-password" in conf
+    assert cli("vm", "down", env=own_cache).stdout.strip() == "lab VM stopped"
+    after = cli("vm", "status", env=own_cache)
+    assert after.returncode == 3 and "not running (start it with: ebpf-lab vm up)" in after.stdout
+
+
+def test_ssh_is_forwarded_on_loopback_only(lab):
+    cmdline = Path(f"/proc/{embedded.require_running().pid}/cmdline").read_bytes().split(b"\0")
+    netdev = next(a for a in cmdline if a.startswith(b"user,"))
+    assert b"hostfwd=tcp:127.0.0.1:" in netdev
+
+
+def test_vm_not_running_says_how_to_start(tmp_path):
+    r = cli("run", "/dev/null", env={"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == "ebpf-lab: the embedded lab VM is not running — start it with: ebpf-lab vm up"
+
+
+def test_missing_image_says_how_to_build(tmp_path):
+    r = cli("vm", "up", env={"EBPF_LAB_CACHE": str(tmp_path)})
+    assert r.returncode == 2 and "run: ebpf-lab vm build" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_qemu_says_what_to_install(own_cache):
+    r = cli("vm", "up", env={**own_cache, "PATH": "/nonexistent"})
+    assert r.returncode == 2 and "sudo apt-get install qemu-system-x86" in r.stderr
+
+
+def test_port_in_use(own_cache):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("vm", "up", env={**own_cache, "EBPF_LAB_SSH_PORT": str(port)})
+    assert r.returncode == 2 and f"port {port} on 127.0.0.1 is already in use" in r.stderr
+
+
+def test_ssh_refused_is_one_line_with_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    t = SshTransport(SshTarget(kind="embedded", host="127.0.0.1", port=port, user="root"))
+    with pytest.raises(SshFailed) as info:
+        t.run("true")
+    assert "Connection refused" in str(info.value) and "ebpf-lab vm status" in str(info.value)
+
+
+def test_program_not_found(lab):
+    r = cli("run", "/no/such/program.py")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "ebpf-lab: no such program: /no/such/program.py — give the path of a BCC Python file on this machine")
+
+
+def test_provisioning_script_is_idempotent_on_a_running_machine(lab):
+    """The Vagrant path: the same script, in machine mode, on a live Debian system."""
+    script = Path(__file__).resolve().parents[2] / "provision" / "lab-provision.sh"
+    lab.ssh.copy_in(script.read_bytes(), "/root/lab-provision.sh")
+    out = lab.sh("bash /root/lab-provision.sh 2>&1", timeout=600)
+    assert "ebpf-lab: provisioned (machine)" in out
+    assert lab.sh("ls -d /lib/modules/$(uname -r)/build").strip()
