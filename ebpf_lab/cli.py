@@ -35,7 +35,8 @@ def _vm(args: argparse.Namespace) -> int:
         from .lab import connect
 
         argv = connect().ssh.argv(" ".join(args.command) or "bash -l")
-        argv.insert(1, "-t")
+        if sys.stdin.isatty():
+            argv.insert(1, "-t")
         os.execvp(argv[0], argv)
     return 0
 
@@ -65,11 +66,16 @@ def _course(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebpf-lab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    vm = sub.add_parser("vm", help="the embedded lab VM")
-    vm.add_argument("action", choices=["build", "up", "down", "status", "ssh"])
-    vm.add_argument("--force", action="store_true", help="rebuild the image even if cached")
-    vm.add_argument("command", nargs="*", help="for ssh: a command to run instead of a shell")
-    vm.set_defaults(func=_vm)
+    vm = sub.add_parser("vm", help="the embedded lab VM").add_subparsers(dest="action", required=True)
+    build = vm.add_parser("build", help="build the VM image from Debian packages (cached by its inputs)")
+    build.add_argument("--force", action="store_true", help="rebuild the image even if cached")
+    vm.add_parser("up", help="boot the VM and wait until it answers ssh")
+    vm.add_parser("down", help="stop the VM")
+    vm.add_parser("status", help="is the image built, is the VM running")
+    ssh = vm.add_parser("ssh", help="a root shell in the lab VM, or run a command there")
+    ssh.add_argument("command", nargs=argparse.REMAINDER)
+    for action in vm.choices.values():
+        action.set_defaults(func=_vm)
     run = sub.add_parser("run", help="run a BCC Python program in the lab VM as root")
     run.add_argument("file")
     run.add_argument("--timeout", type=float, help="seconds before the program is interrupted (SIGINT, then SIGKILL)")

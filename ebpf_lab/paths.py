@@ -27,3 +27,13 @@ def repo_dir() -> Path:
 def provision_script() -> Path:
     # The course is used from a checkout (`pip install -e .`): the script stays next to the Vagrantfile.
     return repo_dir() / "provision" / "lab-provision.sh"
+
+
+def runtime_dir() -> Path:
+    """A short, private directory for sockets (Unix socket paths are limited to ~104 bytes)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    d = Path(base) / "ebpf-lab" if base else Path(f"/tmp/ebpf-lab-{os.getuid()}")
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if d.stat().st_uid != os.getuid():
+        raise PermissionError(f"{d} belongs to another user; set XDG_RUNTIME_DIR to a private directory")
+    return d

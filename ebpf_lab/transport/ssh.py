@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import SshFailed
-from ..paths import cache_dir
+from ..paths import runtime_dir
 from ..vm.target import SshTarget
 
 SSH_UNREACHABLE = 255
@@ -19,9 +19,7 @@ SSH_UNREACHABLE = 255
 class SshTransport:
     def __init__(self, target: SshTarget) -> None:
         self.target = target
-        control_dir = cache_dir() / "ssh"
-        control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._control_path = control_dir / "%C"
+        self._control_path = runtime_dir() / "%C"
 
     def argv(self, command: str, as_root: bool = True) -> list[str]:
         t = self.target

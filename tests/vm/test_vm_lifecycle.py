@@ -26,7 +26,9 @@ def own_cache(tmp_path, lab):
     (tmp_path / "images").mkdir()
     built = embedded.require_running().image
     (tmp_path / "images" / built.dir.name).symlink_to(built.dir)
-    return {"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"}
+    env = {"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"}
+    yield env
+    cli("vm", "down", env=env)
 
 
 def test_up_status_ssh_down(own_cache):
@@ -55,7 +57,9 @@ def test_ssh_is_forwarded_on_loopback_only(lab):
 
 
 def test_vm_not_running_says_how_to_start(tmp_path):
-    r = cli("run", "/dev/null", env={"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"})
+    prog = tmp_path / "prog.py"
+    prog.write_text("print('hi')\n")
+    r = cli("run", str(prog), env={"EBPF_LAB_CACHE": str(tmp_path), "EBPF_LAB_TARGET": "embedded"})
     assert r.returncode == 2
     assert r.stderr.strip() == "ebpf-lab: the embedded lab VM is not running — start it with: ebpf-lab vm up"
 
