@@ -91,6 +91,11 @@ class Lab:
         kernel, bcc_version, bpftool, clang = (out.splitlines() + ["?"] * 4)[:4]
         return {"target": self.target.kind, "kernel": kernel, "bcc": bcc_version, "bpftool": bpftool, "clang": clang}
 
+    def users(self) -> dict[int, str]:
+        """UID -> user name in the VM (for labelling per-UID results)."""
+        entries = (line.split(":") for line in self.sh("getent passwd").splitlines())
+        return {int(e[2]): e[0] for e in entries if len(e) > 2}
+
     def prog_ids(self) -> set[int]:
         """IDs of all BPF programs loaded in the VM's kernel."""
         return {p["id"] for p in json.loads(self.sh("bpftool -j prog list") or "[]")}

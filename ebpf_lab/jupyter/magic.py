@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import queue
+import shlex
 import sys
 import time
 
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from ..lab import connect
@@ -55,7 +56,8 @@ class BccMagics(Magics):
     @argument("--name", help="also store the finished run in this variable (always in _bcc_run)")
     def bcc(self, line: str, cell: str) -> None:
         """Run the cell's BCC Python program in the lab VM as root."""
-        args = parse_argstring(self.bcc, line)
+        # shlex, not IPython's splitter, so that --load "bob:2:/bin/cat /etc/hostname" loses its quotes.
+        args = self.bcc.parser.parse_args(shlex.split(line))
         views = [self.shell.user_ns[name] for name in args.attach]
         lab = connect()
         run = lab.start(cell, timeout=args.timeout, load=args.load)

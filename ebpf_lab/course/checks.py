@@ -1,0 +1,82 @@
+"""Self-checks for the chapter exercises.
+
+Each check runs the learner's program in the VM with a known load and judges what the
+kernel reported, so an answer passes only if it really works there.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import ProgramFailed
+from ..lab import Lab
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    message: str
+
+    def __repr__(self) -> str:
+        return ("PASS: " if self.passed else "NOT YET: ") + self.message
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+TODO = "TODO"
+
+
+def _run_answer(lab: Lab, answer: str, **kwargs) -> tuple[Verdict | None, object]:
+    if TODO in answer:
+        return Verdict(False, "replace the TODO parts of `answer` with your code, then run this cell again"), None
+    try:
+        return None, lab.run(answer, echo=False, **kwargs)
+    except ProgramFailed as e:
+        return Verdict(False, f"your program failed in the VM: {e}"), None
+
+
+def check_setup(lab: Lab) -> Verdict:
+    info = lab.info()
+    problems = [name for name, ok in (
+        ("a 5.8+ kernel (ring buffers)", tuple(map(int, re.findall(r"\d+", info["kernel"])[:2])) >= (5, 8)),
+        ("bcc", info["bcc"] != "?"), ("bpftool", info["bpftool"].startswith("bpftool")),
+        ("clang", "clang" in info["clang"])) if not ok]
+    if problems:
+        return Verdict(False, "the lab VM lacks " + ", ".join(problems) + "; rebuild it: ebpf-lab vm build --force")
+    return Verdict(True, f"{info['target']} VM, kernel {info['kernel']}, bcc {info['bcc']}")
+
+
+def check_kprobe_exercise(lab: Lab, answer: str) -> Verdict:
+    """The exercise: a kprobe on the openat syscall that prints 'open!' with bpf_trace_printk."""
+    verdict, run = _run_answer(lab, answer, timeout=8, load=["alice:3:/bin/cat /etc/hostname"])
+    if verdict is not None:
+        return verdict
+    opens = sum("open!" in line.text for line in run.lines)
+    # Each `cat` opens several files (ld.so.cache, libc, locale, its argument); it execs only once.
+    if opens >= 3 * 3:
+        return Verdict(True, f"your kprobe fired on {opens} openat calls during alice's 3 cats")
+    if run.status not in (0, 130):
+        return Verdict(False, f"the program exited with status {run.status}; it should keep tracing until stopped")
+    if opens:
+        return Verdict(False, f"saw {opens} 'open!' lines for 3 cat runs, about one per program start: is the "
+                              "kprobe on execve? attach it to b.get_syscall_fnname(\"openat\")")
+    return Verdict(False, "saw no 'open!' lines: attach with b.get_syscall_fnname(\"openat\") "
+                          "and keep printing with b.trace_print()")
+
+
+def check_map_exercise(lab: Lab, answer: str) -> Verdict:
+    """The exercise: count openat calls per UID in a BPF_HASH and print 'UID count' lines."""
+    verdict, run = _run_answer(lab, answer, timeout=9, load=["alice:4:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
+    if verdict is not None:
+        return verdict
+    counts: dict[int, int] = {}
+    for line in run.lines:
+        for uid, n in re.findall(r"(\d+)\D+?(\d+)", line.text):
+            counts[int(uid)] = int(n)
+    alice, bob = counts.get(1001, 0), counts.get(1002, 0)
+    # Each `cat` opens a few files (libc, locale, the file itself), so counts exceed the runs.
+    if alice >= 4 and bob >= 2 and alice > bob:
+        return Verdict(True, f"alice (1001) opened {alice} files, bob (1002) {bob}")
+    return Verdict(False, f"expected 1001 >= 4 and 1002 >= 2 opens, saw {counts or 'no UID counts'}: key the "
+                          "map by bpf_get_current_uid_gid() & 0xFFFFFFFF and print 'UID: count' pairs")

@@ -1,0 +1,57 @@
+"""The chapter self-checks judge real runs: a right answer passes, a wrong one gets a hint."""
+from __future__ import annotations
+
+from ebpf_lab.course import check_kprobe_exercise, check_map_exercise, check_setup
+
+KPROBE_ANSWER = '''
+from bcc import BPF
+b = BPF(text="""
+int on_open(void *ctx) {
+    bpf_trace_printk("open!");
+    return 0;
+}
+""")
+b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="on_open")
+b.trace_print()
+'''
+
+MAP_ANSWER = '''
+from bcc import BPF
+from time import sleep
+b = BPF(text="""
+BPF_HASH(opens);
+int count_open(void *ctx) {
+    u64 uid = bpf_get_current_uid_gid() & 0xFFFFFFFF;
+    opens.increment(uid);
+    return 0;
+}
+""")
+b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="count_open")
+while True:
+    sleep(1)
+    print(" ".join(f"{k.value}: {v.value}" for k, v in b["opens"].items()))
+'''
+
+
+def test_setup_check_passes(lab):
+    verdict = check_setup(lab)
+    assert verdict.passed, verdict
+
+
+def test_kprobe_exercise(lab, clean_kernel):
+    assert check_kprobe_exercise(lab, KPROBE_ANSWER).passed
+    wrong = check_kprobe_exercise(lab, KPROBE_ANSWER.replace('"openat"', '"execve"'))
+    assert not wrong.passed and "is the kprobe on execve?" in wrong.message
+    broken = check_kprobe_exercise(lab, KPROBE_ANSWER.replace('"open!");', '"open!")'))
+    assert not broken.passed and "does not compile" in broken.message
+
+
+def test_map_exercise(lab, clean_kernel):
+    verdict = check_map_exercise(lab, MAP_ANSWER)
+    assert verdict.passed, verdict
+    wrong = check_map_exercise(lab, MAP_ANSWER.replace("bpf_get_current_uid_gid() & 0xFFFFFFFF", "0"))
+    assert not wrong.passed and "bpf_get_current_uid_gid" in wrong.message
+
+
+def test_todo_answers_are_not_run(lab):
+    assert "replace the TODO" in check_map_exercise(lab, "TODO").message
