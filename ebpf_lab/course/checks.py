@@ -80,3 +80,21 @@ def check_map_exercise(lab: Lab, answer: str) -> Verdict:
         return Verdict(True, f"alice (1001) opened {alice} files, bob (1002) {bob}")
     return Verdict(False, f"expected 1001 >= 4 and 1002 >= 2 opens, saw {counts or 'no UID counts'}: key the "
                           "map by bpf_get_current_uid_gid() & 0xFFFFFFFF and print 'UID: count' pairs")
+
+
+def check_ringbuf_exercise(lab: Lab, answer: str) -> Verdict:
+    """The exercise: send the filename of each openat by UID 1001 through a ring buffer and print it."""
+    if "BPF_RINGBUF_OUTPUT" not in answer and TODO not in answer:
+        return Verdict(False, "declare the ring buffer with BPF_RINGBUF_OUTPUT(name, pages)")
+    verdict, run = _run_answer(lab, answer, timeout=9,
+                               load=["alice:3:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
+    if verdict is not None:
+        return verdict
+    hits = sum("/etc/hostname" in line.text for line in run.lines if line.stream == "stdout")
+    if hits == 3:
+        return Verdict(True, "3 opens of /etc/hostname by alice arrived through your ring buffer, none by bob")
+    if hits == 5:
+        return Verdict(False, "bob's opens came through too: return early unless "
+                              "(bpf_get_current_uid_gid() & 0xFFFFFFFF) == 1001")
+    return Verdict(False, f"expected alice's 3 opens of /etc/hostname, saw {hits}: copy args->filename with "
+                          "bpf_probe_read_user_str, submit with ringbuf_output, poll with ring_buffer_poll")

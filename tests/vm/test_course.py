@@ -55,3 +55,33 @@ def test_map_exercise(lab, clean_kernel):
 
 def test_todo_answers_are_not_run(lab):
     assert "replace the TODO" in check_map_exercise(lab, "TODO").message
+
+RINGBUF_ANSWER = '''
+from bcc import BPF
+b = BPF(text="""
+BPF_RINGBUF_OUTPUT(opens, 8);
+struct event { char filename[64]; };
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
+        return 0;
+    struct event e = {};
+    bpf_probe_read_user_str(&e.filename, sizeof(e.filename), args->filename);
+    opens.ringbuf_output(&e, sizeof(e), 0);
+    return 0;
+}
+""")
+def show(ctx, data, size):
+    print(b["opens"].event(data).filename.decode())
+b["opens"].open_ring_buffer(show)
+while True:
+    b.ring_buffer_poll(timeout=100)
+'''
+
+
+def test_ringbuf_exercise(lab, clean_kernel):
+    from ebpf_lab.course import check_ringbuf_exercise
+
+    verdict = check_ringbuf_exercise(lab, RINGBUF_ANSWER)
+    assert verdict.passed, verdict
+    unfiltered = RINGBUF_ANSWER.replace("!= 1001", "== 4242")
+    assert "bob's opens came through too" in check_ringbuf_exercise(lab, unfiltered).message
