@@ -91,6 +91,24 @@ class Lab:
         kernel, bcc_version, bpftool, clang = (out.splitlines() + ["?"] * 4)[:4]
         return {"target": self.target.kind, "kernel": kernel, "bcc": bcc_version, "bpftool": bpftool, "clang": clang}
 
+    def bpftool(self, *args: object) -> object:
+        """`bpftool -j ARGS` in the VM, parsed (e.g. lab.bpftool("prog", "list"))."""
+        from .inspect.bpftool import Bpftool
+
+        return Bpftool(self)(*args)
+
+    def prog_image(self, prog_id: int):
+        """A loaded program's translated bytecode and x86-64 JIT image (`ProgImage`)."""
+        from .inspect.jit import ProgImage
+
+        return ProgImage.fetch(self, prog_id)
+
+    def helper_names(self) -> dict[int, str]:
+        """BPF helper id -> name, from libbpf's header in the VM."""
+        from .inspect.bytecode import helper_names_from_header
+
+        return helper_names_from_header(self.sh("cat /usr/include/bpf/bpf_helper_defs.h"))
+
     def users(self) -> dict[int, str]:
         """UID -> user name in the VM (for labelling per-UID results)."""
         entries = (line.split(":") for line in self.sh("getent passwd").splitlines())

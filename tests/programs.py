@@ -58,3 +58,35 @@ int hello(void *ctx) {
 """)
 b.load_func("hello", BPF.KPROBE)
 '''
+
+# A BCC program that stays loaded until interrupted and sends its own bytecode (from dump_func).
+HELLO_LOADED = r'''from bcc import BPF
+import time
+b = BPF(text=r"""
+int hello(void *ctx) {
+    bpf_trace_printk("Hello, World!");
+    return 0;
+}
+""")
+b.attach_kprobe(event=b.get_syscall_fnname("execve"), fn_name="hello")
+emit("bytecode", b.dump_func("hello").hex())
+while True:
+    time.sleep(1)
+'''
+
+# The book's XDP program with a global counter: built with clang, loaded with bpftool.
+XDP_HELLO = r'''#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+int counter = 0;
+int step = 1;
+
+SEC("xdp")
+int hello(struct xdp_md *ctx) {
+    bpf_printk("Hello World %d", counter);
+    counter += step;
+    return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+'''
