@@ -98,3 +98,20 @@ def check_ringbuf_exercise(lab: Lab, answer: str) -> Verdict:
                               "(bpf_get_current_uid_gid() & 0xFFFFFFFF) == 1001")
     return Verdict(False, f"expected alice's 3 opens of /etc/hostname, saw {hits}: copy args->filename with "
                           "bpf_probe_read_user_str, submit with ringbuf_output, poll with ring_buffer_poll")
+
+
+def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
+    """The exercise: tail-call from raw sys_enter into a program that prints 'openat!' for openat only."""
+    verdict, run = _run_answer(lab, answer, timeout=10, load=["alice:3:/bin/cat /etc/hostname"])
+    if verdict is not None:
+        return verdict
+    hits = sum("openat!" in line.text for line in run.lines)
+    others = sum("Another syscall" in line.text for line in run.lines)
+    if hits >= 3 * 3 and others == 0:
+        return Verdict(True, f"{hits} openat calls went through your tail call; no other syscall reached it")
+    if others:
+        return Verdict(False, f"{others} other syscalls printed 'Another syscall': fill every other slot "
+                              "of the program array with the ignore program, and attach hello only once the "
+                              "array is filled (syscalls in between find empty slots)")
+    return Verdict(False, f"saw {hits} 'openat!' lines: store the openat program's fd at index NR['openat'] "
+                          "(syscall numbers differ per architecture: derive them, don't hard-code)")

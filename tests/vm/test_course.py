@@ -85,3 +85,14 @@ def test_ringbuf_exercise(lab, clean_kernel):
     assert verdict.passed, verdict
     unfiltered = RINGBUF_ANSWER.replace("!= 1001", "== 4242")
     assert "bob's opens came through too" in check_ringbuf_exercise(lab, unfiltered).message
+
+
+def test_tailcall_exercise(lab, clean_kernel):
+    from ebpf_lab.course import check_tailcall_exercise
+    from tests.programs import TAILCALL_ANSWER
+
+    verdict = check_tailcall_exercise(lab, TAILCALL_ANSWER)
+    assert verdict.passed, verdict
+    partial = TAILCALL_ANSWER.replace("openat.fd if i == NR[\"openat\"] else ignore.fd", "openat.fd")
+    partial = partial.replace("for i in range(len(table)):", "for i in [NR['openat']]:")
+    assert "other syscalls printed 'Another syscall'" in check_tailcall_exercise(lab, partial).message
