@@ -117,3 +117,27 @@ def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
                               "array is filled (syscalls in between find empty slots)")
     return Verdict(False, f"saw {hits} 'openat!' lines: store the openat program's fd at index NR['openat'] "
                           "(syscall numbers differ per architecture: derive them, don't hard-code)")
+
+
+def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
+    """The exercise: a function `answer` that returns 1 for root and 0 for everyone else."""
+    from ..inspect.bytecode import decode
+
+    if TODO in c_text:
+        return Verdict(False, "replace the TODO parts of `c_text` with your code, then run this cell again")
+    program = ("from bcc import BPF\n"
+               f"b = BPF(text={c_text!r})\n"
+               "emit('bytecode', b.dump_func('answer').hex())\n")
+    verdict, run = _run_answer(lab, program)
+    if verdict is not None:
+        return verdict
+    insns = decode(bytes.fromhex(run.records[0].payload))
+    helpers = lab.helper_names()
+    calls = [helpers.get(i.imm) for i in insns if i.kind == "call"]
+    jumps = [i for i in insns if i.kind == "jump"]
+    if "bpf_get_current_uid_gid" not in calls:
+        return Verdict(False, f"your bytecode calls {calls or 'no helper'}: ask for the UID with bpf_get_current_uid_gid()")
+    if not jumps:
+        return Verdict(False, "no jump in your bytecode: compare the UID with 0 and return different values")
+    return Verdict(True, f"{len(insns)} instructions: a call to bpf_get_current_uid_gid, "
+                         f"{len(jumps)} jump(s), the result in r0 at exit")

@@ -67,6 +67,8 @@ class Insn:
             name = (helpers or {}).get(self.imm)
             return f"call {name}#{self.imm}" if name else f"call #{self.imm}"
         ops = re.sub(r"\+0x([0-9a-f]+)\]", lambda m: _signed_offset(int(m.group(1), 16)), self.operands)
+        if self.imm < 0 and self.opcode_class != "LD":
+            ops = re.sub(rf"\b{hex(self.imm & 0xFFFFFFFF)}\b", str(self.imm), ops)
         return f"{self.mnemonic} {ops}".strip()
 
     def roles(self) -> str:

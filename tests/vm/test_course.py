@@ -96,3 +96,13 @@ def test_tailcall_exercise(lab, clean_kernel):
     partial = TAILCALL_ANSWER.replace("openat.fd if i == NR[\"openat\"] else ignore.fd", "openat.fd")
     partial = partial.replace("for i in range(len(table)):", "for i in [NR['openat']]:")
     assert "other syscalls printed 'Another syscall'" in check_tailcall_exercise(lab, partial).message
+
+
+def test_bytecode_exercise(lab):
+    from ebpf_lab.course import check_bytecode_exercise
+
+    right = "int answer(void *ctx) {\n    u32 uid = bpf_get_current_uid_gid();\n    if (uid == 0)\n        return 1;\n    return 0;\n}\n"
+    verdict = check_bytecode_exercise(lab, right)
+    assert verdict.passed, verdict
+    no_helper = check_bytecode_exercise(lab, "int answer(void *ctx) { return 1; }")
+    assert not no_helper.passed and "bpf_get_current_uid_gid()" in no_helper.message
