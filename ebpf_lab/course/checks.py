@@ -141,3 +141,46 @@ def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
         return Verdict(False, "no jump in your bytecode: compare the UID with 0 and return different values")
     return Verdict(True, f"{len(insns)} instructions: a call to bpf_get_current_uid_gid, "
                          f"{len(jumps)} jump(s), the result in r0 at exit")
+
+
+SEND_UDP = ("python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "[s.sendto(b\"x\", (\"127.0.0.1\", 9)) for _ in range({n})]'")
+
+
+def xdp_globals(lab: Lab, c_text: str, packets: int = 5) -> dict:
+    """Build C with clang, load and pin it, attach it to lo, send UDP packets, return its global variables.
+
+    Everything is detached and unpinned again, whatever happens.
+    """
+    from ..inspect.bpftool import Bpftool
+
+    tool = Bpftool(lab)
+    obj = tool.compile(c_text, "exercise_xdp")
+    with tool.pinned(obj, "/sys/fs/bpf/exercise_xdp") as prog, tool.xdp_attached(prog["id"], "lo"):
+        lab.sh(SEND_UDP.format(n=packets))
+        values: dict = {}
+        for m in tool("map", "list"):
+            if m["id"] in prog.get("map_ids", []):
+                for entry in tool("map", "dump", "id", m["id"]):
+                    for section in entry.get("formatted", {}).get("value", {}).values():
+                        for var in section:
+                            values.update(var)
+        return values
+
+
+def check_xdp_exercise(lab: Lab, c_text: str) -> Verdict:
+    """The exercise: an XDP program that passes every packet and counts them in a global `packets`."""
+    from ..errors import BpftoolError
+
+    if TODO in c_text:
+        return Verdict(False, "replace the TODO parts of `c_text` with your code, then run this cell again")
+    try:
+        values = xdp_globals(lab, c_text, packets=5)
+    except BpftoolError as e:
+        return Verdict(False, f"{e}")
+    if "packets" not in values:
+        return Verdict(False, f"no global variable named packets (found {sorted(values) or 'none'})")
+    if values["packets"] >= 5:
+        return Verdict(True, f"packets = {values['packets']} after 5 UDP packets on lo (their ICMP replies count too)")
+    return Verdict(False, f"packets = {values['packets']} after 5 UDP packets: increment it for every packet "
+                          "and return XDP_PASS")

@@ -106,3 +106,17 @@ def test_bytecode_exercise(lab):
     assert verdict.passed, verdict
     no_helper = check_bytecode_exercise(lab, "int answer(void *ctx) { return 1; }")
     assert not no_helper.passed and "bpf_get_current_uid_gid()" in no_helper.message
+
+
+def test_xdp_exercise_and_nothing_left_attached(lab, clean_kernel):
+    from ebpf_lab.course import check_xdp_exercise
+
+    right = ("#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nint packets = 0;\n"
+             "SEC(\"xdp\")\nint count(struct xdp_md *ctx) {\n    packets++;\n    return XDP_PASS;\n}\n"
+             "char LICENSE[] SEC(\"license\") = \"GPL\";\n")
+    verdict = check_xdp_exercise(lab, right)
+    assert verdict.passed, verdict
+    assert "packets" in check_xdp_exercise(lab, right.replace("    packets++;\n", "")).message
+    assert "clang could not compile" in check_xdp_exercise(lab, right.replace("packets++;", "packets++")).message
+    assert lab.bpftool("net", "list")[0]["xdp"] == []
+    assert not lab.sh("ls /sys/fs/bpf")
