@@ -1,0 +1,196 @@
+"""How fast the lab answers, measured in one run: `python bench/run.py [--skip-cold]`.
+
+Prints each measurement and writes bench/RESULTS.md. Ratios compare the lab's path
+(ebpf_lab over ssh) with the same work done directly in the VM.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import ebpf_lab  # noqa: E402
+from ebpf_lab.vm import embedded  # noqa: E402
+
+HELLO_FIRST_LINE = r'''
+from bcc import BPF
+b = BPF(text=r"""
+int hello(void *ctx) {
+    bpf_trace_printk("Hello, World!");
+    return 0;
+}
+""")
+b.attach_kprobe(event=b.get_syscall_fnname("execve"), fn_name="hello")
+import subprocess
+subprocess.run(["/bin/true"])
+while True:
+    task, pid, cpu, flags, ts, msg = b.trace_fields()
+    if b"Hello, World!" in msg:
+        print("Hello, World!", flush=True)
+        break
+'''
+
+# Events: alice's shell opens /etc/hostname N times; the BPF program sends one event per open.
+EVENTS = r'''
+from bcc import BPF
+import subprocess, time
+N = __N__
+KIND = "__KIND__"
+decl = "BPF_RINGBUF_OUTPUT(events, 256);" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
+submit = "events.ringbuf_output(&e, sizeof(e), 0);" if KIND == "ring" else "events.perf_submit(args, &e, sizeof(e));"
+b = BPF(text=decl + r"""
+struct ev { u32 pid; u32 n; };
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
+        return 0;
+    struct ev e = {};
+    e.pid = bpf_get_current_pid_tgid() >> 32;
+    """ + submit + """
+    return 0;
+}
+""")
+got = lost = 0
+def on_event(*args):
+    global got
+    got += 1
+    if __TO_HOST__:
+        e = b["events"].event(args[1])
+        emit("ev", e.pid)
+def on_lost(n):
+    global lost
+    lost += n
+if KIND == "ring":
+    b["events"].open_ring_buffer(on_event)
+    poll = lambda: b.ring_buffer_poll(timeout=50)
+else:
+    b["events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
+    poll = lambda: b.perf_buffer_poll(timeout=50)
+gen = subprocess.Popen(["runuser", "-u", "alice", "--", "sh", "-c",
+                        "for i in $(seq " + str(N) + "); do : < /etc/hostname; done"])
+start = time.time()
+while gen.poll() is None:
+    poll()
+for _ in range(20):
+    poll()
+elapsed = time.time() - start
+print(f"RESULT {got} {lost} {elapsed:.3f}", flush=True)
+'''
+
+STREAM = "for i in range({n}):\n    emit('n', i)\n"
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def direct_ssh(lab, source: str) -> tuple[float, str]:
+    """The same program started with plain ssh in the VM (no ebpf_lab runner)."""
+    argv = lab.ssh.argv("python3 -u -")
+    t = time.perf_counter()
+    proc = subprocess.run(argv, input=source.encode(), capture_output=True)
+    return time.perf_counter() - t, proc.stdout.decode()
+
+
+def cold_and_warm(results: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="ebpf-lab-bench-") as cache:
+        env = {**os.environ, "EBPF_LAB_CACHE": cache, "EBPF_LAB_TARGET": "embedded"}
+
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "ebpf_lab", *args], env=env, capture_output=True, text=True)
+
+        build, _ = timed(lambda: cli("vm", "build"))
+        boot, _ = timed(lambda: cli("vm", "up"))
+        prog = Path(cache) / "hello.py"
+        prog.write_text(HELLO_FIRST_LINE)
+        first, out = timed(lambda: cli("run", str(prog), "--timeout", "120"))
+        cli("vm", "down")
+        ups = []
+        for _ in range(3):
+            ups.append(timed(lambda: cli("vm", "up"))[0])
+            cli("vm", "down")
+        results.append(f"| cold start: fresh cache → first Hello on the host | {build + boot + first:.1f} s "
+                       f"(image build {build:.1f} s, boot {boot:.1f} s, first hello {first:.1f} s) |")
+        results.append(f"| warm start: `ebpf-lab vm up` to ssh ready (median of 3) | {statistics.median(ups):.1f} s "
+                       f"({', '.join(f'{u:.1f}' for u in ups)}) |")
+
+
+def per_run_overhead(lab, results: list[str]) -> None:
+    ours, theirs, firsts = [], [], []
+    for _ in range(3):
+        t, _ = direct_ssh(lab, HELLO_FIRST_LINE)
+        theirs.append(t)
+        t0 = time.perf_counter()
+        run = lab.run(HELLO_FIRST_LINE, echo=False)
+        ours.append(time.perf_counter() - t0)
+        firsts.append(run.first_output_at - run.started_at)
+    o, d = statistics.median(ours), statistics.median(theirs)
+    results.append(f"| per run: hello via `Lab.run` vs plain `ssh … python3 -` (median of 3) | {o:.2f} s vs {d:.2f} s "
+                   f"= **{o / d:.3f}×** |")
+    results.append(f"| time to first event on the host (median) | {statistics.median(firsts):.2f} s from start |")
+
+
+def throughput(lab, results: list[str], n: int) -> None:
+    for kind in ("ring", "perf"):
+        stats = {}
+        for to_host in (False, True):
+            source = EVENTS.replace("__N__", str(n)).replace("__KIND__", kind).replace("__TO_HOST__", str(to_host))
+            run = lab.run(source, echo=False, timeout=600)
+            got, lost, elapsed = next(l.text for l in run.lines if l.text.startswith("RESULT")).split()[1:]
+            host_got = run.record_count if to_host else int(got)
+            stats[to_host] = (host_got / float(elapsed), int(lost), host_got)
+        (vm_rate, vm_lost, _), (host_rate, host_lost, host_got) = stats[False], stats[True]
+        results.append(f"| {kind} buffer: {n} events, consumer in the VM vs on the host | "
+                       f"{vm_rate:,.0f}/s vs {host_rate:,.0f}/s = **{host_rate / vm_rate:.2f}×**; "
+                       f"lost {vm_lost} vs {host_lost}; host received {host_got} |")
+
+
+def memory(lab, results: list[str], n: int) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t, run = timed(lambda: lab.run(STREAM.format(n=n), echo=False))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results.append(f"| host memory while streaming {n:,} records | peak RSS {peak / 1024:.0f} MiB "
+                   f"(+{(peak - before) / 1024:.0f} MiB), {run.record_count / t:,.0f} records/s, "
+                   f"{len(run.records):,} kept in memory, all in the log |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--skip-cold", action="store_true", help="skip the image build and boot timings")
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--stream", type=int, default=1_000_000)
+    args = ap.parse_args()
+    embedded.up()
+    lab = ebpf_lab.connect("embedded")
+    results: list[str] = []
+    steps = [lambda: per_run_overhead(lab, results), lambda: throughput(lab, results, args.events),
+             lambda: memory(lab, results, args.stream)]
+    if not args.skip_cold:
+        steps.insert(0, lambda: cold_and_warm(results))
+    for step in steps:
+        n = len(results)
+        step()
+        print("\n".join(results[n:]), flush=True)
+    accel = embedded.state().accel
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    text = "\n".join([
+        "# Benchmark results", "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, {cpu}, "
+        f"Linux {platform.release()}, guest accelerator {accel}. Command: `python bench/run.py`.", "",
+        "| what | result |", "| --- | --- |", *results, ""])
+    Path(__file__).with_name("RESULTS.md").write_text(text)
+    print(f"\nwritten {Path(__file__).with_name('RESULTS.md')}")
+
+
+if __name__ == "__main__":
+    main()
