@@ -69,12 +69,23 @@ def test_dropped_ssh_link_unloads_the_program(lab, clean_kernel):
     while not any(e["k"] == "attached" for e in run.events) and time.time() < deadline:
         time.sleep(0.1)
     assert lab.prog_ids(), "program should be loaded while running"
+    pid = next(e["pid"] for e in run.events if e["k"] == "started")
+    assert lab.sh(f"kill -0 {pid} && echo alive", check=False).strip() == "alive"
     run._proc.kill()  # what a crashed notebook kernel or a dead network does to the link
     run.wait(10)
     deadline = time.time() + 15
-    while time.time() < deadline and lab.sh("pgrep -f program.py", check=False).strip():
+    while time.time() < deadline and lab.sh(f"kill -0 {pid} && echo alive", check=False).strip():
         time.sleep(0.2)
-    assert not lab.sh("pgrep -f program.py", check=False).strip()
+    assert not lab.sh(f"kill -0 {pid} && echo alive", check=False).strip()
+
+
+def test_warm_runs_fork_from_the_zygote(lab):
+    lab.run("print('warm-up')", echo=False)  # the first run in a fresh VM starts the zygote
+    run = lab.run("import sys\nprint('bcc' in sys.modules)", echo=False)
+    assert run.events[0]["warm"] is True and run.stdout == "True"
+    lab.sh("pkill -f zygote.py; rm -f /run/ebpf-lab/guest-*/zygote.sock")
+    cold = lab.run("print('cold')", echo=False)  # falls back to a fresh interpreter, and restarts the zygote
+    assert cold.events[0]["warm"] is False and cold.stdout == "cold"
 
 
 def test_two_runs_at_once_do_not_interfere(lab, clean_kernel):

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 
-_emit_file = os.fdopen(int(os.environ["EBPF_LAB_EMIT_FD"]), "wb", buffering=1 << 16)
+_emit_file = None  # opened by run(): the pipe to the supervisor
 _emit_lock = threading.Lock()
 
 
@@ -85,8 +85,10 @@ def _report_exception(exc, filename):
     _send(b"c", {"k": "exception", "type": type(exc).__name__, "message": str(exc), "traceback": text})
 
 
-def main():
-    path, filename = sys.argv[1], sys.argv[2]
+def run(path, filename, emit_fd):
+    """Run the program at `path` as __main__ and exit the process with its status."""
+    global _emit_file
+    _emit_file = os.fdopen(emit_fd, "wb", buffering=1 << 16)
     with open(path) as f:
         source = f.read()
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -112,4 +114,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(sys.argv[1], sys.argv[2], int(os.environ["EBPF_LAB_EMIT_FD"]))

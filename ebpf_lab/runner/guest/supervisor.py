@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,23 +52,18 @@ class Supervisor:
         path = os.path.join(self.workdir, "program.py")
         with open(path, "w") as f:
             f.write(self.header["source"])
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         emit_r, emit_w = os.pipe()
-        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_w), PYTHONUNBUFFERED="1")
-        libc = ctypes.CDLL(None, use_errno=True)
-
-        def in_child():
-            os.setpgid(0, 0)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-        self.child = subprocess.Popen(
-            [sys.executable, "-u", os.path.join(HERE, "bootstrap.py"), path, self.header.get("filename", "<cell>")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, pass_fds=(emit_w,), preexec_fn=in_child, cwd=self.workdir)
-        os.close(emit_w)
-        control(k="started", pid=self.child.pid)
+        self.child = WarmChild.spawn(path, self.header.get("filename", "<cell>"), self.workdir,
+                                     out_w, err_w, emit_w) \
+            or ColdChild.spawn(path, self.header.get("filename", "<cell>"), self.workdir, out_w, err_w, emit_w)
+        for fd in (out_w, err_w, emit_w):
+            os.close(fd)
+        control(k="started", pid=self.child.pid, warm=isinstance(self.child, WarmChild))
         readers = [
-            threading.Thread(target=self.pump_text, args=(self.child.stdout, b"o")),
-            threading.Thread(target=self.pump_text, args=(self.child.stderr, b"e")),
+            threading.Thread(target=self.pump_text, args=(os.fdopen(out_r, "rb"), b"o")),
+            threading.Thread(target=self.pump_text, args=(os.fdopen(err_r, "rb"), b"e")),
             threading.Thread(target=self.pump_emit, args=(os.fdopen(emit_r, "rb"),)),
         ]
         for t in readers:
@@ -84,7 +80,7 @@ class Supervisor:
         self.signal_group(signal.SIGKILL)  # stragglers the program forked
         for t in readers:
             t.join(timeout=5)
-        control(k="exit", status=status if status >= 0 else 128 - status)
+        control(k="exit", status=status)
 
     def pump_text(self, pipe, tag):
         for line in pipe:
@@ -151,6 +147,82 @@ class Supervisor:
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 ran += 1
             control(k="load", user=spec["user"], command=spec["command"], count=ran)
+
+
+class ColdChild:
+    """The program in a fresh interpreter (used until the warm zygote is up)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.pid = proc.pid
+
+    @classmethod
+    def spawn(cls, path, filename, cwd, out_w, err_w, emit_w):
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def in_child():
+            os.setsid()
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_w), PYTHONUNBUFFERED="1")
+        return cls(subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "bootstrap.py"), path, filename],
+                                    stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+                                    pass_fds=(emit_w,), preexec_fn=in_child, cwd=cwd))
+
+    def wait(self):
+        status = self.proc.wait()
+        return status if status >= 0 else 128 - status
+
+
+class WarmChild:
+    """The program forked from the zygote, which has bcc imported already (see zygote.py)."""
+
+    SOCKET = os.path.join(HERE, "zygote.sock")
+
+    def __init__(self, conn, pid, lifeline):
+        self.conn, self.pid, self.lifeline = conn, pid, lifeline
+
+    @classmethod
+    def spawn(cls, path, filename, cwd, out_w, err_w, emit_w):
+        conn = cls.connect()
+        if conn is None:
+            return None
+        life_r, life_w = os.pipe()
+        request = json.dumps({"path": path, "filename": filename, "cwd": cwd}).encode()
+        socket.send_fds(conn, [request], [out_w, err_w, emit_w, life_r])
+        os.close(life_r)
+        reply = conn.makefile("rb").readline()
+        if not reply:
+            os.close(life_w)
+            return None
+        return cls(conn, json.loads(reply)["pid"], life_w)
+
+    @classmethod
+    def connect(cls):
+        for attempt in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(cls.SOCKET)
+                return s
+            except OSError:
+                s.close()
+                if attempt == 0:
+                    cls.start_zygote()
+        return None
+
+    @classmethod
+    def start_zygote(cls):
+        """Start it for the next runs; this run does not wait for bcc to import."""
+        subprocess.Popen([sys.executable, os.path.join(HERE, "zygote.py"), cls.SOCKET], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+        deadline = time.monotonic() + 0.2
+        while not os.path.exists(cls.SOCKET) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def wait(self):
+        reply = self.conn.makefile("rb").readline()
+        os.close(self.lifeline)
+        return json.loads(reply)["status"] if reply else 137
 
 
 def main():
