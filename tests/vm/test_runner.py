@@ -83,7 +83,7 @@ def test_warm_runs_fork_from_the_zygote(lab):
     lab.run("print('warm-up')", echo=False)  # the first run in a fresh VM starts the zygote
     run = lab.run("import sys\nprint('bcc' in sys.modules)", echo=False)
     assert run.events[0]["warm"] is True and run.stdout == "True"
-    lab.sh("pkill -f zygote.py; rm -f /run/ebpf-lab/guest-*/zygote.sock")
+    lab.sh("pkill -f '[z]ygote.py'; rm -f /run/ebpf-lab/guest-*/zygote.sock")
     cold = lab.run("print('cold')", echo=False)  # falls back to a fresh interpreter, and restarts the zygote
     assert cold.events[0]["warm"] is False and cold.stdout == "cold"
 
