@@ -13,6 +13,10 @@ class LabError(Exception):
     def __str__(self) -> str:
         return f"{self.message} — {self.fix}" if self.fix else self.message
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: learners see what happened and what to do.
+        return [f"{type(self).__name__}: {self}"]
+
 
 class QemuMissing(LabError):
     pass
@@ -62,11 +66,3 @@ class ProgramFailed(LabError):
 
 class BpftoolError(LabError):
     pass
-
-
-def _render_for_ipython(self: LabError) -> list[str]:
-    # IPython shows this instead of a traceback: learners see what happened and what to do.
-    return [f"{type(self).__name__}: {self}"]
-
-
-LabError._render_traceback_ = _render_for_ipython

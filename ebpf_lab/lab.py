@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import shlex
+import sys
 import tarfile
 import time
 import uuid
@@ -67,8 +68,6 @@ class Lab:
     def run(self, source: str, *, timeout: float | None = None, load: Iterable[Load | str] = (),
             filename: str = "<cell>", echo: bool = True, check: bool = True) -> Run:
         """Run a program to its end (or timeout), printing its output live if `echo`."""
-        import sys
-
         def show(line):
             (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text + "\n")
 

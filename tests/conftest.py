@@ -1,6 +1,8 @@
 """Shared fixtures. VM tests boot the embedded VM if needed; they never skip silently."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -9,7 +11,7 @@ def lab():
     import ebpf_lab
     from ebpf_lab.vm import embedded, target
 
-    if target.os.environ.get("EBPF_LAB_TARGET") in (None, "", "embedded") and not target.vagrant_running():
+    if os.environ.get("EBPF_LAB_TARGET") in (None, "", "embedded") and not target.vagrant_running():
         embedded.up()  # raises with the fix (e.g. "run: ebpf-lab vm build") if it cannot
     return ebpf_lab.connect()
 

@@ -59,9 +59,6 @@ class SshTransport:
         return SshFailed(f"cannot reach the lab VM over ssh ({self.target.kind}, port {self.target.port}): {last}",
                          "check it with: ebpf-lab vm status (restart: ebpf-lab vm down && ebpf-lab vm up)")
 
-    def close(self) -> None:
-        subprocess.run([*self.argv("true")[:-2], "-O", "exit", self.target.host], capture_output=True)
-
     def copy_in(self, data: bytes, remote_path: str) -> None:
         """Write `data` to a file in the lab machine (atomically)."""
         d = shlex.quote(str(Path(remote_path).parent))

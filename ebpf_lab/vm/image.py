@@ -121,7 +121,7 @@ def build_image(force: bool = False, log: Callable[[str], None] = print) -> Imag
     if proc.returncode != 0 or not (work / "lab.img").exists():
         shutil.rmtree(work, ignore_errors=True)
         raise ImageBuildFailed(f"mmdebstrap failed (exit {proc.returncode})", "read the log above; check network access to the Debian mirror")
-    meta = {"key": key, "suite": SUITE, "kernel": (work / "kernel-release").read_text().strip(), "packages": script.name}
+    meta = {"key": key, "suite": SUITE, "kernel": (work / "kernel-release").read_text().strip()}
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
