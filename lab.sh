@@ -44,7 +44,9 @@ prepare() {
 case "${1:-}" in
   course)
     prepare
-    exec .venv/bin/jupyter lab notebooks
+    extra=()
+    [[ $(id -u) == 0 ]] && extra+=(--allow-root)  # Jupyter refuses root without it (e.g. in a container)
+    exec .venv/bin/jupyter lab "${extra[@]}" "${@:2}" notebooks
     ;;
   test)
     prepare
@@ -57,7 +59,7 @@ case "${1:-}" in
     exit "$status"
     ;;
   *)
-    echo "usage: ./lab.sh course | test [pytest args]" >&2
+    echo "usage: ./lab.sh course [jupyter args] | test [pytest args]" >&2
     exit 2
     ;;
 esac

@@ -85,6 +85,58 @@ elapsed = time.time() - start
 print(f"RESULT {got} {lost} {elapsed:.3f}", flush=True)
 '''
 
+# Loss onset: one program, a small buffer, and an opener paced at rising rates (events/s).
+LOSS_SWEEP = r'''
+from bcc import BPF
+import ctypes as ct, subprocess, time
+KIND, TO_HOST, RATES = "__KIND__", __TO_HOST__, __RATES__
+decl = "BPF_RINGBUF_OUTPUT(events, 1);" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
+submit = ("if (events.ringbuf_output(&e, sizeof(e), 0) < 0) drops.increment(0);" if KIND == "ring"
+          else "events.perf_submit(args, &e, sizeof(e));")
+b = BPF(text=decl + r"""
+BPF_ARRAY(drops, u64, 1);
+struct ev { u32 pid; u32 pad[15]; };
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
+        return 0;
+    struct ev e = {};
+    e.pid = bpf_get_current_pid_tgid() >> 32;
+    """ + submit + """
+    return 0;
+}
+""")
+got = lost = 0
+def on_event(*args):
+    global got
+    got += 1
+    if TO_HOST:
+        emit("ev", b["events"].event(args[1]).pid)
+def on_lost(n):
+    global lost
+    lost += n
+if KIND == "ring":
+    b["events"].open_ring_buffer(on_event)
+    poll = lambda: b.ring_buffer_poll(timeout=20)
+else:
+    b["events"].open_perf_buffer(on_event, page_cnt=1, lost_cb=on_lost)
+    poll = lambda: b.perf_buffer_poll(timeout=20)
+PACER = ("import time,sys\nrate=float(sys.argv[1]); end=time.time()+2; n=0; t0=time.time()\n"
+         "while time.time()<end:\n    open('/etc/hostname').close(); n+=1\n"
+         "    ahead=n/rate-(time.time()-t0)\n    time.sleep(ahead) if ahead>0 else None\n"
+         "print(n)")
+for rate in RATES:
+    got = lost = 0
+    b["drops"][ct.c_int(0)] = ct.c_ulonglong(0)
+    gen = subprocess.Popen(["runuser", "-u", "alice", "--", "python3", "-c", PACER, str(rate)], stdout=subprocess.PIPE)
+    while gen.poll() is None:
+        poll()
+    for _ in range(10):
+        poll()
+    sent = int(gen.stdout.read())
+    dropped = lost + b["drops"][ct.c_int(0)].value
+    print(f"SWEEP {rate} {sent / 2:.0f} {dropped}", flush=True)
+'''
+
 STREAM = "for i in range({n}):\n    emit('n', i)\n"
 
 
@@ -155,6 +207,22 @@ def throughput(lab, results: list[str], n: int) -> None:
                        f"lost {vm_lost} vs {host_lost}; host received {host_got} |")
 
 
+def loss_onset(lab, results: list[str]) -> None:
+    rates = [1000, 2000, 4000, 8000, 16000]
+    for kind, buffer in (("perf", "1 page per CPU"), ("ring", "1 page")):
+        onset = {}
+        for to_host in (False, True):
+            source = (LOSS_SWEEP.replace("__KIND__", kind).replace("__TO_HOST__", str(to_host))
+                      .replace("__RATES__", repr(rates)))
+            run = lab.run(source, echo=False, timeout=900)
+            sweep = [l.text.split()[1:] for l in run.lines if l.text.startswith("SWEEP")]
+            lossy = [(int(r), float(achieved)) for r, achieved, dropped in sweep if int(dropped) > 0]
+            onset[to_host] = (f"{lossy[0][1]:,.0f} events/s" if lossy
+                              else f"none up to {max(float(a) for _, a, _ in sweep):,.0f} events/s")
+        results.append(f"| loss starts ({kind} buffer, {buffer}, 64-byte events): consumer in the VM vs on the host | "
+                       f"{onset[False]} vs {onset[True]} |")
+
+
 def memory(lab, results: list[str], n: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t, run = timed(lambda: lab.run(STREAM.format(n=n), echo=False))
@@ -174,7 +242,7 @@ def main() -> None:
     lab = ebpf_lab.connect("embedded")
     results: list[str] = []
     steps = [lambda: per_run_overhead(lab, results), lambda: throughput(lab, results, args.events),
-             lambda: memory(lab, results, args.stream)]
+             lambda: loss_onset(lab, results), lambda: memory(lab, results, args.stream)]
     if not args.skip_cold:
         steps.insert(0, lambda: cold_and_warm(results))
     for step in steps:

@@ -59,7 +59,8 @@ def _course(args: argparse.Namespace) -> int:
 
     image.build_image()
     embedded.up()
-    cmd = ["jupyter", "lab", str(repo_dir() / "notebooks"), *args.jupyter_args]
+    root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root without it
+    cmd = ["jupyter", "lab", *root, str(repo_dir() / "notebooks"), *args.jupyter_args]
     return subprocess.call(cmd)
 
 
