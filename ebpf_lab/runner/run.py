@@ -94,10 +94,17 @@ class Run:
 
     def subscribe(self, on_line: LineCallback | None = None, on_record: RecordCallback | None = None,
                   on_event: Callable[[dict], None] | None = None) -> Callable[[], None]:
-        """Call back from the reader thread for each new line/record/control event; returns an unsubscribe function."""
+        """Call back for every line/record/control event; returns an unsubscribe function.
+
+        What already arrived (and is still in memory) is replayed first, so subscribing just after
+        `Lab.start` misses nothing; later items come from the reader thread.
+        """
         with self._lock:
-            for cb, subs in ((on_line, self._line_subs), (on_record, self._record_subs), (on_event, self._event_subs)):
+            for cb, subs, seen in ((on_line, self._line_subs, self.lines), (on_record, self._record_subs, self.records),
+                                   (on_event, self._event_subs, self.events)):
                 if cb:
+                    for item in list(seen):
+                        cb(item)
                     subs.append(cb)
 
         def unsubscribe() -> None:
@@ -176,33 +183,36 @@ class Run:
     def _on_line(self, line: Line) -> None:
         if self.first_output_at is None:
             self.first_output_at = time.time()
-        self.line_count += 1
-        self.lines.append(line)
         if line.stream == "stderr" and len(self._stderr) < 20_000:
             self._stderr.append(line.text)
-        for cb in list(self._line_subs):
-            cb(line)
+        with self._lock:
+            self.line_count += 1
+            self.lines.append(line)
+            for cb in self._line_subs:
+                cb(line)
 
     def _on_record(self, record: Record) -> None:
-        self.record_count += 1
-        self.records.append(record)
-        for cb in list(self._record_subs):
-            cb(record)
+        with self._lock:
+            self.record_count += 1
+            self.records.append(record)
+            for cb in self._record_subs:
+                cb(record)
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("k")
         if kind == "bpf_text":
             self._c_text = event["text"]
             return
-        self.events.append(event)
         if kind == "exception":
             self._exception = event
         elif kind == "timeout":
             self.timed_out = True
         elif kind == "exit":
             self.status = event["status"]
-        for cb in list(self._event_subs):
-            cb(event)
+        with self._lock:
+            self.events.append(event)
+            for cb in self._event_subs:
+                cb(event)
 
 
 def _parse_frame(raw: bytes) -> Line | Record | dict | None:

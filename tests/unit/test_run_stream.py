@@ -54,3 +54,14 @@ def test_exception_event_raises_explained_failure(tmp_path):
         assert "the program raised ValueError: bad" in str(e)
     else:
         raise AssertionError("expected ProgramFailed")
+
+
+def test_late_subscribers_get_what_already_arrived(tmp_path):
+    proc = fake_supervisor([b"o early", b'r {"n":"e","p":1}', b'c {"k":"exit","status":0}'])
+    proc.stdin.close()
+    run = Run(proc, "", tmp_path / "log")
+    run.wait(10)
+    lines, records, events = [], [], []
+    run.subscribe(on_line=lines.append, on_record=records.append, on_event=events.append)
+    assert [l.text for l in lines] == ["early"] and [r.payload for r in records] == [1]
+    assert [e["k"] for e in events] == ["exit"]
