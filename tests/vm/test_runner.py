@@ -129,3 +129,9 @@ def test_100k_lines_and_records_are_capped_but_logged(lab):
     assert len(run.lines) < 100000 and run.dropped_lines == 100000 - len(run.lines)
     assert run.lines[-1].text == "line 99999" and run.records[-1].payload == 99999
     assert sum(1 for x in run.read_log()) == 200000
+
+
+def test_programs_that_end_at_once_report_their_status(lab):
+    lab.run("pass", echo=False)  # make sure the zygote is up
+    statuses = {lab.run(f"import sys\nsys.exit({n})", echo=False).status for n in (0, 3, 4, 5, 6, 7)}
+    assert statuses == {0, 3, 4, 5, 6, 7}

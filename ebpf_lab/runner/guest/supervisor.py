@@ -179,8 +179,8 @@ class WarmChild:
 
     SOCKET = os.path.join(HERE, "zygote.sock")
 
-    def __init__(self, conn, pid, lifeline):
-        self.conn, self.pid, self.lifeline = conn, pid, lifeline
+    def __init__(self, replies, pid, lifeline):
+        self.replies, self.pid, self.lifeline = replies, pid, lifeline
 
     @classmethod
     def spawn(cls, path, filename, cwd, out_w, err_w, emit_w):
@@ -191,11 +191,13 @@ class WarmChild:
         request = json.dumps({"path": path, "filename": filename, "cwd": cwd}).encode()
         socket.send_fds(conn, [request], [out_w, err_w, emit_w, life_r])
         os.close(life_r)
-        reply = conn.makefile("rb").readline()
+        # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
+        replies = conn.makefile("rb")
+        reply = replies.readline()
         if not reply:
             os.close(life_w)
             return None
-        return cls(conn, json.loads(reply)["pid"], life_w)
+        return cls(replies, json.loads(reply)["pid"], life_w)
 
     @classmethod
     def connect(cls):
@@ -220,7 +222,7 @@ class WarmChild:
             time.sleep(0.02)
 
     def wait(self):
-        reply = self.conn.makefile("rb").readline()
+        reply = self.replies.readline()
         os.close(self.lifeline)
         return json.loads(reply)["status"] if reply else 137
 
