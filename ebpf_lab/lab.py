@@ -115,7 +115,7 @@ class Lab:
 
     def prog_ids(self) -> set[int]:
         """IDs of all BPF programs loaded in the VM's kernel."""
-        return {p["id"] for p in json.loads(self.sh("bpftool -j prog list") or "[]")}
+        return {p["id"] for p in self.bpftool("prog", "list") or []}
 
 
 def _new_log_path() -> Path:

@@ -27,9 +27,15 @@ class Verdict:
 TODO = "TODO"
 
 
+def _unfinished(text: str, variable: str) -> Verdict | None:
+    if TODO in text:
+        return Verdict(False, f"replace the TODO parts of `{variable}` with your code, then run this cell again")
+    return None
+
+
 def _run_answer(lab: Lab, answer: str, **kwargs) -> tuple[Verdict | None, object]:
-    if TODO in answer:
-        return Verdict(False, "replace the TODO parts of `answer` with your code, then run this cell again"), None
+    if (unfinished := _unfinished(answer, "answer")) is not None:
+        return unfinished, None
     # The trace buffer is global: lines left unread by earlier programs must not count for this answer.
     lab.sh("echo > /sys/kernel/tracing/trace")
     try:
@@ -123,8 +129,8 @@ def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
     """The exercise: a function `answer` that returns 1 for root and 0 for everyone else."""
     from ..inspect.bytecode import decode
 
-    if TODO in c_text:
-        return Verdict(False, "replace the TODO parts of `c_text` with your code, then run this cell again")
+    if (unfinished := _unfinished(c_text, "c_text")) is not None:
+        return unfinished
     program = ("from bcc import BPF\n"
                f"b = BPF(text={c_text!r})\n"
                "emit('bytecode', b.dump_func('answer').hex())\n")
@@ -172,8 +178,8 @@ def check_xdp_exercise(lab: Lab, c_text: str) -> Verdict:
     """The exercise: an XDP program that passes every packet and counts them in a global `packets`."""
     from ..errors import BpftoolError
 
-    if TODO in c_text:
-        return Verdict(False, "replace the TODO parts of `c_text` with your code, then run this cell again")
+    if (unfinished := _unfinished(c_text, "c_text")) is not None:
+        return unfinished
     try:
         values = xdp_globals(lab, c_text, packets=5)
     except BpftoolError as e:
