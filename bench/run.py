@@ -39,63 +39,19 @@ while True:
         break
 '''
 
-# Events: alice's shell opens /etc/hostname N times; the BPF program sends one event per open.
+# Events from alice's openat calls, sent by a BPF program through a perf or ring buffer. The program
+# runs one load phase after another (a command as alice each) and reports, per phase, what arrived,
+# what was lost (perf: lost_cb; ring: submissions that found the buffer full) and how long it took.
 EVENTS = r'''
 from bcc import BPF
-import subprocess, time
-N = __N__
-KIND = "__KIND__"
-decl = "BPF_RINGBUF_OUTPUT(events, 256);" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
-submit = "events.ringbuf_output(&e, sizeof(e), 0);" if KIND == "ring" else "events.perf_submit(args, &e, sizeof(e));"
-b = BPF(text=decl + r"""
-struct ev { u32 pid; u32 n; };
-TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
-    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
-        return 0;
-    struct ev e = {};
-    e.pid = bpf_get_current_pid_tgid() >> 32;
-    """ + submit + """
-    return 0;
-}
-""")
-got = lost = 0
-def on_event(*args):
-    global got
-    got += 1
-    if __TO_HOST__:
-        e = b["events"].event(args[1])
-        emit("ev", e.pid)
-def on_lost(n):
-    global lost
-    lost += n
-if KIND == "ring":
-    b["events"].open_ring_buffer(on_event)
-    poll = lambda: b.ring_buffer_poll(timeout=50)
-else:
-    b["events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
-    poll = lambda: b.perf_buffer_poll(timeout=50)
-gen = subprocess.Popen(["runuser", "-u", "alice", "--", "sh", "-c",
-                        "for i in $(seq " + str(N) + "); do : < /etc/hostname; done"])
-start = time.time()
-while gen.poll() is None:
-    poll()
-for _ in range(20):
-    poll()
-elapsed = time.time() - start
-print(f"RESULT {got} {lost} {elapsed:.3f}", flush=True)
-'''
-
-# Loss onset: one program, a small buffer, and an opener paced at rising rates (events/s).
-LOSS_SWEEP = r'''
-from bcc import BPF
 import ctypes as ct, subprocess, time
-KIND, TO_HOST, RATES = "__KIND__", __TO_HOST__, __RATES__
-decl = "BPF_RINGBUF_OUTPUT(events, 1);" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
+KIND, TO_HOST, PAGES, PAD, PHASES = "__KIND__", __TO_HOST__, __PAGES__, __PAD__, __PHASES__
+decl = f"BPF_RINGBUF_OUTPUT(events, {PAGES});" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
 submit = ("if (events.ringbuf_output(&e, sizeof(e), 0) < 0) drops.increment(0);" if KIND == "ring"
           else "events.perf_submit(args, &e, sizeof(e));")
 b = BPF(text=decl + r"""
 BPF_ARRAY(drops, u64, 1);
-struct ev { u32 pid; u32 pad[15]; };
+struct ev { u32 pid; u32 pad[PAD]; };
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
     if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
         return 0;
@@ -104,7 +60,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
     """ + submit + """
     return 0;
 }
-""")
+""", cflags=[f"-DPAD={PAD}"])
 got = lost = 0
 def on_event(*args):
     global got
@@ -118,24 +74,29 @@ if KIND == "ring":
     b["events"].open_ring_buffer(on_event)
     poll = lambda: b.ring_buffer_poll(timeout=20)
 else:
-    b["events"].open_perf_buffer(on_event, page_cnt=1, lost_cb=on_lost)
+    b["events"].open_perf_buffer(on_event, page_cnt=PAGES, lost_cb=on_lost)
     poll = lambda: b.perf_buffer_poll(timeout=20)
+for label, command in PHASES:
+    got = lost = 0
+    b["drops"][ct.c_int(0)] = ct.c_ulonglong(0)
+    start = time.time()
+    gen = subprocess.Popen(["runuser", "-u", "alice", "--", *command], stdout=subprocess.PIPE)
+    while gen.poll() is None:
+        poll()
+    for _ in range(20):
+        poll()
+    elapsed = time.time() - start
+    said = gen.stdout.read().decode().split()
+    print(f"PHASE {label} {got} {lost + b['drops'][ct.c_int(0)].value} {elapsed:.3f} {said[0] if said else ''}",
+          flush=True)
+'''
+
+# Opens /etc/hostname at a given rate for 2 s and prints how many opens it made.
 PACER = ("import time,sys\nrate=float(sys.argv[1]); end=time.time()+2; n=0; t0=time.time()\n"
          "while time.time()<end:\n    open('/etc/hostname').close(); n+=1\n"
          "    ahead=n/rate-(time.time()-t0)\n    time.sleep(ahead) if ahead>0 else None\n"
          "print(n)")
-for rate in RATES:
-    got = lost = 0
-    b["drops"][ct.c_int(0)] = ct.c_ulonglong(0)
-    gen = subprocess.Popen(["runuser", "-u", "alice", "--", "python3", "-c", PACER, str(rate)], stdout=subprocess.PIPE)
-    while gen.poll() is None:
-        poll()
-    for _ in range(10):
-        poll()
-    sent = int(gen.stdout.read())
-    dropped = lost + b["drops"][ct.c_int(0)].value
-    print(f"SWEEP {rate} {sent / 2:.0f} {dropped}", flush=True)
-'''
+
 
 STREAM = "for i in range({n}):\n    emit('n', i)\n"
 
@@ -192,15 +153,24 @@ def per_run_overhead(lab, results: list[str]) -> None:
     results.append(f"| time to first event on the host (median) | {statistics.median(firsts):.2f} s from start |")
 
 
+def event_phases(lab, kind: str, to_host: bool, pages: int, event_bytes: int,
+                 phases: list[tuple[str, list[str]]]):
+    """Run EVENTS; returns the run and, per phase, (label, received, lost, seconds, what the command printed)."""
+    source = (EVENTS.replace("__KIND__", kind).replace("__TO_HOST__", str(to_host)).replace("__PAGES__", str(pages))
+              .replace("__PAD__", str(event_bytes // 4 - 1)).replace("__PHASES__", repr(phases)))
+    run = lab.run(source, echo=False, timeout=900)
+    rows = [(l.text.split() + [""])[1:6] for l in run.lines if l.text.startswith("PHASE")]
+    return run, [(label, int(got), int(lost), float(t), said) for label, got, lost, t, said in rows]
+
+
 def throughput(lab, results: list[str], n: int) -> None:
+    opener = ["sh", "-c", f"for i in $(seq {n}); do : < /etc/hostname; done"]
     for kind in ("ring", "perf"):
         stats = {}
         for to_host in (False, True):
-            source = EVENTS.replace("__N__", str(n)).replace("__KIND__", kind).replace("__TO_HOST__", str(to_host))
-            run = lab.run(source, echo=False, timeout=600)
-            got, lost, elapsed = next(l.text for l in run.lines if l.text.startswith("RESULT")).split()[1:]
-            host_got = run.record_count if to_host else int(got)
-            stats[to_host] = (host_got / float(elapsed), int(lost), host_got)
+            run, [(_, got, lost, elapsed, _)] = event_phases(lab, kind, to_host, 256, 8, [("all", opener)])
+            host_got = run.record_count if to_host else got
+            stats[to_host] = (host_got / elapsed, lost, host_got)
         (vm_rate, vm_lost, _), (host_rate, host_lost, host_got) = stats[False], stats[True]
         results.append(f"| {kind} buffer: {n} events, consumer in the VM vs on the host | "
                        f"{vm_rate:,.0f}/s vs {host_rate:,.0f}/s = **{host_rate / vm_rate:.2f}×**; "
@@ -208,17 +178,15 @@ def throughput(lab, results: list[str], n: int) -> None:
 
 
 def loss_onset(lab, results: list[str]) -> None:
-    rates = [1000, 2000, 4000, 8000, 16000]
+    phases = [(str(rate), ["python3", "-c", PACER, str(rate)]) for rate in (1000, 2000, 4000, 8000, 16000)]
     for kind, buffer in (("perf", "1 page per CPU"), ("ring", "1 page")):
         onset = {}
         for to_host in (False, True):
-            source = (LOSS_SWEEP.replace("__KIND__", kind).replace("__TO_HOST__", str(to_host))
-                      .replace("__RATES__", repr(rates)))
-            run = lab.run(source, echo=False, timeout=900)
-            sweep = [l.text.split()[1:] for l in run.lines if l.text.startswith("SWEEP")]
-            lossy = [(int(r), float(achieved)) for r, achieved, dropped in sweep if int(dropped) > 0]
-            onset[to_host] = (f"{lossy[0][1]:,.0f} events/s" if lossy
-                              else f"none up to {max(float(a) for _, a, _ in sweep):,.0f} events/s")
+            _, sweep = event_phases(lab, kind, to_host, 1, 64, phases)
+            achieved = [(int(opens) / 2, lost) for _, _, lost, _, opens in sweep]  # the pacer runs 2 s
+            lossy = [rate for rate, lost in achieved if lost > 0]
+            onset[to_host] = (f"{lossy[0]:,.0f} events/s" if lossy
+                              else f"none up to {max(rate for rate, _ in achieved):,.0f} events/s")
         results.append(f"| loss starts ({kind} buffer, {buffer}, 64-byte events): consumer in the VM vs on the host | "
                        f"{onset[False]} vs {onset[True]} |")
 
