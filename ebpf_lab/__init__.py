@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from .errors import LabError, ProgramFailed
 from .lab import Lab, connect
-from .runner.load import Load
 from .runner.run import Line, Record, Run
+from .runner.workload import Workload
 
-__all__ = ["Lab", "LabError", "Line", "Load", "ProgramFailed", "Record", "Run", "connect", "load_ipython_extension"]
+__all__ = ["Lab", "LabError", "Line", "ProgramFailed", "Record", "Run", "Workload", "connect", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython) -> None:

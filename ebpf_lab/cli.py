@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from .errors import LabError, ProgramFailed, ProgramNotFound
+from .errors import Interrupted, LabError, ProgramFailed, ProgramNotFound
 from .paths import repo_dir
+from .runner.protocol import DEFAULT_COMPILE_TIMEOUT, check_seconds
+
+GUEST_PREFIX = "vm:"
 
 
 def _vm(args: argparse.Namespace) -> int:
@@ -44,14 +48,34 @@ def _vm(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .lab import connect
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise ProgramNotFound(f"no such program: {path}", "give the path of a BCC Python file on this machine")
-    run = connect().run(path.read_text(), timeout=args.timeout, load=args.load, filename=str(path), check=False)
+    lab = connect()
+    if args.file.startswith(GUEST_PREFIX):
+        # A program that lives in the VM, e.g. bcc's own tools: vm:/usr/sbin/execsnoop-bpfcc
+        guest_path = args.file[len(GUEST_PREFIX):]
+        source = lab.ssh.run(f"cat -- {shlex.quote(guest_path)}", check=False)
+        if source.returncode != 0:
+            raise ProgramNotFound(f"no such program in the lab VM: {guest_path}",
+                                  "list bcc's tools with: ebpf-lab vm ssh ls /usr/sbin/*-bpfcc")
+        text, filename = source.stdout.decode(errors="replace"), guest_path
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ProgramNotFound(f"no such program: {path}", "give the path of a BCC Python file on this machine, "
+                                  "or vm:/path for one in the lab VM")
+        text, filename = path.read_text(), str(path)
+    run = lab.run(text, timeout=args.timeout, compile_timeout=args.compile_timeout, workload=args.workload,
+                  argv=args.args, filename=filename, check=False)
     if run.timed_out:
-        print(f"ebpf-lab: stopped after the {args.timeout:g} s timeout", file=sys.stderr)
+        print(f"ebpf-lab: stopped after {args.timeout:g} s of running (--timeout)", file=sys.stderr)
     run.raise_for_status()
     return run.status or 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_seconds(text, "the value")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _course(args: argparse.Namespace) -> int:
@@ -77,11 +101,23 @@ def parser() -> argparse.ArgumentParser:
     ssh.add_argument("command", nargs=argparse.REMAINDER)
     for action in vm.choices.values():
         action.set_defaults(func=_vm)
-    run = sub.add_parser("run", help="run a BCC Python program in the lab VM as root")
-    run.add_argument("file")
-    run.add_argument("--timeout", type=float, help="seconds before the program is interrupted (SIGINT, then SIGKILL)")
-    run.add_argument("--load", action="append", default=[], metavar="USER[:COUNT[:CMD]]",
-                     help="exec CMD (default /bin/true) COUNT times as USER once the program has attached")
+    run = sub.add_parser("run", help="run a BCC Python program in the lab VM as root",
+                         description="Run a BCC Python program in the lab VM as root, streaming its output. "
+                                     "While bcc compiles, stderr shows how long it has taken; --timeout counts "
+                                     "only the time after that.")
+    run.add_argument("file", help="a Python file on this machine, or vm:/path for one in the VM "
+                                  "(e.g. vm:/usr/sbin/execsnoop-bpfcc)")
+    run.add_argument("args", nargs="*", help="arguments for the program (its sys.argv[1:]); put -- before ones that start with -")
+    run.add_argument("--timeout", type=_seconds, metavar="S",
+                     help="seconds the program may run once it has attached its probes (or loaded a program, or "
+                          "printed); compiling does not count. Then SIGINT, and SIGKILL 3 s later")
+    run.add_argument("--compile-timeout", type=_seconds, default=DEFAULT_COMPILE_TIMEOUT, metavar="S",
+                     help=f"seconds the program may take to compile and attach before it is stopped "
+                          f"(default {DEFAULT_COMPILE_TIMEOUT:g})")
+    run.add_argument("--workload", "--load", dest="workload", action="append", default=[],
+                     metavar="USER[:COUNT[@RATE/s]][:CMD]",
+                     help="once the program runs, exec CMD (default /bin/true) COUNT times as USER, back to back "
+                          "or RATE per second")
     run.set_defaults(func=_run)
     course = sub.add_parser("course", help="build and boot the VM if needed, then open the notebooks in Jupyter Lab")
     course.add_argument("jupyter_args", nargs="*")
@@ -90,9 +126,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    program_args: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:
+        # Everything after -- belongs to the program, even options that look like ours.
+        cut = argv.index("--")
+        argv, program_args = argv[:cut], argv[cut + 1:]
     args = parser().parse_args(argv)
+    if program_args:
+        args.args += program_args
     try:
         return args.func(args)
+    except Interrupted as e:
+        print(f"ebpf-lab: interrupted: {e}", file=sys.stderr)
+        return 130
     except ProgramFailed as e:
         print(f"ebpf-lab: {e}", file=sys.stderr)
         return 1

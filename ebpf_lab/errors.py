@@ -46,8 +46,34 @@ class SshFailed(LabError):
     pass
 
 
+class UnsafeRuntimeDir(LabError):
+    pass
+
+
+class VMBusy(LabError):
+    pass
+
+
 class ProgramNotFound(LabError):
     pass
+
+
+class BadArgument(LabError):
+    """An option the learner gave (a timeout, a workload spec, a view name) that cannot work."""
+
+
+class RunRefused(LabError):
+    """The VM refused to start the run (e.g. the workload names a user or command it does not have)."""
+
+
+class Interrupted(LabError, KeyboardInterrupt):
+    """The learner stopped a run (Ctrl-C, Jupyter's stop button); the program was stopped in the VM.
+
+    A KeyboardInterrupt, so that "run all" stops here, but shown as one line instead of a traceback.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"interrupted: {self}"]
 
 
 class ProgramFailed(LabError):

@@ -12,24 +12,40 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
+from .errors import BadArgument, Interrupted
 from .paths import cache_dir
-from .runner.load import Load
+from .runner import protocol
+from .runner.follow import CompileProgress, LivePrinter
 from .runner.run import Run
+from .runner.workload import Workload
 from .transport.ssh import SshTransport
 from .vm.target import SshTarget, select_target
 
 GUEST_DIR = Path(__file__).parent / "runner" / "guest"
+PROTOCOL = Path(__file__).parent / "runner" / "protocol.py"
 KEEP_LOGS = 50
+Workloads = Iterable["Workload | str"]
 
 
 def _guest_bundle() -> tuple[str, bytes]:
-    """The guest-side runner as a tarball, and a digest naming its directory in the VM."""
+    """The guest-side runner (and the protocol it shares with the host) as a tarball, and a digest
+    naming its directory in the VM."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(GUEST_DIR.glob("*.py")):
-            tar.add(path, arcname=path.name)
+        for path in [*sorted(GUEST_DIR.glob("*.py")), PROTOCOL]:
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.mtime = 0  # the digest follows the content only
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
     data = buf.getvalue()
     return hashlib.sha256(data).hexdigest()[:12], data
+
+
+def _seconds(value: float | None, what: str) -> float | None:
+    try:
+        return protocol.check_seconds(value, what)
+    except ValueError as e:
+        raise BadArgument(str(e), "give a number of seconds above 0, e.g. 10 or 2.5") from None
 
 
 class Lab:
@@ -53,32 +69,54 @@ class Lab:
         # /run is a tmpfs in the VM: after a reboot the runner is sent again.
         self.ssh.run(f"test -f {d}/supervisor.py && cat >/dev/null || (mkdir -p {d} && tar -x -C {d})", input=self._bundle)
 
-    def start(self, source: str, *, timeout: float | None = None, load: Iterable[Load | str] = (),
-              filename: str = "<cell>", grace: float = 3.0) -> Run:
-        """Start a BCC Python program in the VM as root and return at once with its live `Run`."""
+    def start(self, source: str, *, timeout: float | None = None,
+              compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),
+              argv: Iterable[str] = (), filename: str = "<cell>", grace: float = protocol.DEFAULT_GRACE) -> Run:
+        """Start a BCC Python program in the VM as root and return at once with its live `Run`.
+
+        `timeout`: seconds of running, counted from when the program has attached its probes (or
+        loaded a program, or printed), never while bcc compiles. `compile_timeout`: how long the
+        program may take to get there (and any single compile may take) before it is stopped.
+        `workload`: commands to exec as lab users once it runs (`Workload` or "USER[:COUNT[@RATE/s]][:CMD]").
+        """
+        header = protocol.RunHeader(
+            source=source, filename=filename, argv=[str(a) for a in argv],
+            timeout=_seconds(timeout, "timeout"),
+            compile_timeout=_seconds(compile_timeout, "compile_timeout") or protocol.DEFAULT_COMPILE_TIMEOUT,
+            grace=_seconds(grace, "grace") or protocol.DEFAULT_GRACE,
+            workload=[(w if isinstance(w, Workload) else Workload.parse(w)).to_spec() for w in workload])
         self._install_guest()
-        loads = [l if isinstance(l, Load) else Load.parse(l) for l in load]
-        header = {"source": source, "filename": filename, "timeout": timeout, "grace": grace,
-                  "load": [l.to_json() for l in loads]}
         proc = self.ssh.popen(f"exec python3 -u {shlex.quote(self._guest_dir)}/supervisor.py")
-        proc.stdin.write(json.dumps(header).encode() + b"\n")
+        proc.stdin.write(header.encode())
         proc.stdin.flush()
-        return Run(proc, source, _new_log_path())
+        return Run(proc, source, _new_log_path(), timeout=header.timeout)
 
-    def run(self, source: str, *, timeout: float | None = None, load: Iterable[Load | str] = (),
-            filename: str = "<cell>", echo: bool = True, check: bool = True) -> Run:
-        """Run a program to its end (or timeout), printing its output live if `echo`."""
-        def show(line):
-            (sys.stdout if line.stream == "stdout" else sys.stderr).write(line.text + "\n")
-
-        run = self.start(source, timeout=timeout, load=load, filename=filename)
+    def run(self, source: str, *, timeout: float | None = None,
+            compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),
+            argv: Iterable[str] = (), filename: str = "<cell>", echo: bool = True, check: bool = True) -> Run:
+        """Run a program to its end (or timeout). With `echo`, its output and the compile progress are
+        printed live (progress on stderr); Ctrl-C stops the program in the VM and raises `Interrupted`."""
+        run = self.start(source, timeout=timeout, compile_timeout=compile_timeout, workload=workload, argv=argv,
+                         filename=filename)
+        printer = progress = None
         if echo:
-            run.subscribe(on_line=show)
+            def write(stream):
+                return lambda text: (stream.write(text), stream.flush())
+
+            printer = LivePrinter(run, write(sys.stdout), write(sys.stderr))
+            live = sys.stderr.isatty()
+            progress = CompileProgress(run, write(sys.stderr), live=live, rewrite="\r\x1b[K" if live else "\r")
         try:
-            run.wait()
+            while not run.done:
+                run.wait(0.1)
+                _follow(printer, progress)
         except KeyboardInterrupt:
             run.interrupt()
-            raise
+            _follow(printer, progress)
+            _warn(run, echo)
+            raise Interrupted(run.stopped_message()) from None
+        _follow(printer, progress)
+        _warn(run, echo)
         if check:
             run.raise_for_status()
         return run
@@ -116,6 +154,21 @@ class Lab:
     def prog_ids(self) -> set[int]:
         """IDs of all BPF programs loaded in the VM's kernel."""
         return {p["id"] for p in self.bpftool("prog", "list") or []}
+
+
+def _follow(printer: LivePrinter | None, progress: CompileProgress | None) -> None:
+    if printer is None or progress is None:
+        return
+    out, err = printer.take()
+    if out or err:
+        progress.break_line()
+        printer.print(out, err)
+    progress.tick()
+
+
+def _warn(run: Run, echo: bool) -> None:
+    for warning in run.warnings() if echo else ():
+        print(f"ebpf-lab: warning: {warning}", file=sys.stderr)
 
 
 def _new_log_path() -> Path:

@@ -6,7 +6,10 @@ identifies this install and lives with user data.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from .errors import UnsafeRuntimeDir
 
 
 def cache_dir() -> Path:
@@ -33,7 +36,18 @@ def runtime_dir() -> Path:
     """A short, private directory for sockets (Unix socket paths are limited to ~104 bytes)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     d = Path(base) / "ebpf-lab" if base else Path(f"/tmp/ebpf-lab-{os.getuid()}")
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if d.stat().st_uid != os.getuid():
-        raise PermissionError(f"{d} belongs to another user; set XDG_RUNTIME_DIR to a private directory")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    # lstat: in a shared /tmp another user could plant a symlink or an open directory to catch our sockets.
+    st = d.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRuntimeDir(f"{d} is not a plain directory", "remove it, or set XDG_RUNTIME_DIR to a private directory")
+    if st.st_uid != os.getuid():
+        raise UnsafeRuntimeDir(f"{d} belongs to another user", "set XDG_RUNTIME_DIR to a private directory")
+    if st.st_mode & 0o077:
+        raise UnsafeRuntimeDir(f"{d} can be used by other users (mode {stat.S_IMODE(st.st_mode):o})",
+                               f"run: chmod 700 {d}")
     return d

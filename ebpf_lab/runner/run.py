@@ -1,13 +1,15 @@
-"""One BCC program running in the lab VM, seen from the host.
+"""One program running in the lab VM, seen from the host.
 
-A reader thread parses the supervisor's frames into text lines, records and
-control events. Everything is appended to a log file; memory keeps only the most
-recent lines and records (capped), so a program printing millions of lines can
-neither freeze the notebook nor exhaust memory.
+A reader thread turns the supervisor's frames (protocol.py) into text lines, records and
+control events. It survives anything the guest sends: over-long lines are split,
+malformed frames are counted, a subscriber that raises is counted and skipped. Memory
+keeps only recent lines and records, capped by count and by bytes; the run log on disk
+keeps everything up to its own size cap.
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import signal
 import subprocess
 import threading
 import time
@@ -16,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import ProgramFailed
+from ..errors import ProgramFailed, RunRefused
+from . import protocol
 from .diagnostics import explain_failure
 
 MAX_LINES = 10_000
 MAX_RECORDS = 50_000
+MAX_MEMORY_BYTES = 64 * 1024 * 1024   # lines + records kept in memory
+MAX_LOG_BYTES = 256 * 1024 * 1024
+MAX_EVENTS = 10_000
+MAX_FRAME = protocol.MAX_RECORD + 1024  # one readline; a longer frame arrives in pieces
 
 
 @dataclass(frozen=True)
@@ -38,14 +45,17 @@ class Record:
 
 LineCallback = Callable[[Line], None]
 RecordCallback = Callable[[Record], None]
+EventCallback = Callable[[dict], None]
 
 
 class Run:
     """A running (or finished) program. Create it with `Lab.start`."""
 
-    def __init__(self, proc: subprocess.Popen, source: str, log_path: Path,
-                 max_lines: int = MAX_LINES, max_records: int = MAX_RECORDS) -> None:
+    def __init__(self, proc: subprocess.Popen, source: str, log_path: Path, timeout: float | None = None,
+                 max_lines: int = MAX_LINES, max_records: int = MAX_RECORDS,
+                 max_memory_bytes: int = MAX_MEMORY_BYTES, max_log_bytes: int = MAX_LOG_BYTES) -> None:
         self.source = source
+        self.timeout = timeout
         self.log_path = log_path
         self.lines: deque[Line] = deque(maxlen=max_lines)
         self.records: deque[Record] = deque(maxlen=max_records)
@@ -55,18 +65,32 @@ class Run:
         self.status: int | None = None
         self.timed_out = False
         self.interrupted = False
+        self.malformed_frames = 0
+        self.callback_errors: list[str] = []
+        self.log_truncated = False
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.first_output_at: float | None = None
+        self.compile_seconds = 0.0
+        self._compiling_since: float | None = None
+        self._running = False
+        self._stalled_in: str | None = None
         self._proc = proc
-        self._stderr: list[str] = []  # kept whole (bounded below) for diagnostics
+        self._stderr: deque[str] = deque(maxlen=2_000)  # the tail, for diagnostics
         self._c_text: str | None = None
         self._exception: dict | None = None
-        self._line_subs: list[LineCallback] = []
-        self._record_subs: list[RecordCallback] = []
-        self._event_subs: list[Callable[[dict], None]] = []
+        self._refused: dict | None = None
+        self._max_memory = max_memory_bytes
+        self._max_log = max_log_bytes
+        self._sizes: deque[int] = deque()  # bytes of each line, then of each record, in memory
+        self._line_bytes = 0
+        self._record_sizes: deque[int] = deque()
+        self._record_bytes = 0
+        self._log_bytes = 0
+        self._subs: dict[str, list[Callable]] = {"line": [], "record": [], "event": []}
         self._done = threading.Event()
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._lock = threading.RLock()
         self._log = open(log_path, "wb")
         self._reader = threading.Thread(target=self._read, name="ebpf-lab-run-reader", daemon=True)
         self._reader.start()
@@ -90,49 +114,111 @@ class Run:
 
     @property
     def stdout(self) -> str:
-        return "\n".join(l.text for l in self.lines if l.stream == "stdout")
+        return "\n".join(l.text for l in list(self.lines) if l.stream == "stdout")
+
+    @property
+    def phase(self) -> str:
+        """"starting", "compiling" (bcc's BPF() is at work), "running" (the --timeout clock runs) or "ended"."""
+        if self.done:
+            return "ended"
+        if self._compiling_since is not None:
+            return "compiling"
+        return "running" if self._running else "starting"
+
+    @property
+    def compiling_for(self) -> float | None:
+        """Seconds the current compile has taken so far, or None when not compiling."""
+        since = self._compiling_since
+        return None if since is None or self.done else time.monotonic() - since
+
+    def has_event(self, kind: str) -> bool:
+        return any(e.get("kind") == kind for e in list(self.events))
 
     def subscribe(self, on_line: LineCallback | None = None, on_record: RecordCallback | None = None,
-                  on_event: Callable[[dict], None] | None = None) -> Callable[[], None]:
+                  on_event: EventCallback | None = None) -> Callable[[], None]:
         """Call back for every line/record/control event; returns an unsubscribe function.
 
         What already arrived (and is still in memory) is replayed first, so subscribing just after
-        `Lab.start` misses nothing; later items come from the reader thread.
+        `Lab.start` misses nothing; later items come from the reader thread. A callback that raises
+        is skipped for that item and counted in `callback_errors`.
         """
+        pairs = (("line", on_line, self.lines), ("record", on_record, self.records), ("event", on_event, self.events))
         with self._lock:
-            for cb, subs, seen in ((on_line, self._line_subs, self.lines), (on_record, self._record_subs, self.records),
-                                   (on_event, self._event_subs, self.events)):
+            for name, cb, seen in pairs:
                 if cb:
                     for item in list(seen):
-                        cb(item)
-                    subs.append(cb)
+                        self._call(cb, item)
+                    self._subs[name].append(cb)
 
         def unsubscribe() -> None:
             with self._lock:
-                for cb, subs in ((on_line, self._line_subs), (on_record, self._record_subs), (on_event, self._event_subs)):
-                    if cb in subs:
-                        subs.remove(cb)
+                for name, cb, _ in pairs:
+                    if cb in self._subs[name]:
+                        self._subs[name].remove(cb)
         return unsubscribe
 
     def wait(self, timeout: float | None = None) -> int | None:
         self._done.wait(timeout)
         return self.status
 
+    def wait_for(self, predicate: Callable[["Run"], bool], timeout: float) -> bool:
+        """Wait until `predicate(run)` holds (checked as each line, record or event arrives); False if the
+        run ended or `timeout` passed first. Tests and checks wait for what the kernel did, not for a clock."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                if predicate(self):
+                    return True
+                left = deadline - time.monotonic()
+                if self.done or left <= 0:
+                    return predicate(self)
+                self._changed.wait(min(left, 1.0))
+
     def read_log(self) -> Iterator[Line | Record]:
-        """Every line and record of the run, including those dropped from memory."""
+        """Every line and record of the run, including those dropped from memory (up to the log's cap)."""
         with open(self.log_path, "rb") as f:
             for raw in f:
-                parsed = _parse_frame(raw.rstrip(b"\n"))
-                if parsed and not isinstance(parsed, dict):
-                    yield parsed
+                try:
+                    kind, value = protocol.decode_frame(raw.rstrip(b"\n"))
+                except protocol.ProtocolError:
+                    continue
+                if kind in (protocol.OUT, protocol.ERR):
+                    yield Line("stdout" if kind == protocol.OUT else "stderr", value)
+                elif kind == protocol.RECORD:
+                    yield Record(value["name"], value["payload"], 0.0)
 
     # -- controlling -----------------------------------------------------------
-    def interrupt(self, grace: float = 3.0) -> None:
-        """Ctrl-C the program (its KeyboardInterrupt handlers run), SIGKILL after `grace` seconds."""
+    def interrupt(self, grace: float = protocol.DEFAULT_GRACE) -> None:
+        """Ctrl-C the program (its KeyboardInterrupt handlers run), SIGKILL after `grace` seconds.
+
+        Called from the main thread (a notebook cell, the CLI), a further Ctrl-C meanwhile cannot
+        abandon the stop half-way: it only hurries it (SIGKILL at once).
+        """
         self.interrupted = True
-        self._send("INT")
+        with self.ctrl_c_hurries():
+            self.stop(grace)
+
+    @contextlib.contextmanager
+    def ctrl_c_hurries(self) -> Iterator[None]:
+        """While inside, Ctrl-C (in the main thread) kills the program at once instead of raising."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda *_: self.kill())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def kill(self) -> None:
+        """SIGKILL everything in the program's cgroup at once."""
+        self._send(protocol.KILL)
+
+    def stop(self, grace: float = protocol.DEFAULT_GRACE) -> None:
+        """End the program as --timeout does: SIGINT, then SIGKILL of its whole cgroup after `grace` s."""
+        self._send(protocol.INTERRUPT)
         if not self._done.wait(grace):
-            self._send("KILL")
+            self._send(protocol.KILL)
             if not self._done.wait(grace):
                 self._proc.kill()  # the supervisor sees EOF and kills the program
         self._done.wait(grace)
@@ -145,85 +231,207 @@ class Run:
             pass
 
     def raise_for_status(self) -> None:
-        """Raise ProgramFailed if the program died of an exception or the link to the VM was lost.
-
-        A plain non-zero exit status is the program's own answer, not a failure to explain.
-        """
+        """Raise if the run could not start, the program died of an exception, never got running within
+        the compile limit, or the link to the VM was lost. A plain non-zero exit status is the program's
+        own answer, not a failure to explain."""
+        if self._refused is not None:
+            raise RunRefused(self._refused.get("message", "the run was refused"), self._refused.get("fix"))
         if self._exception is not None:
-            headline, details = explain_failure(self._stderr, self.source, self._c_text, self._exception)
+            headline, details = explain_failure(list(self._stderr), self.source, self._c_text, self._exception)
             raise ProgramFailed(headline, details)
-        if self.done and not any(e["k"] == "exit" for e in self.events):
+        stalled = next((e for e in self.events if e.get("kind") == protocol.COMPILE_TIMEOUT), None)
+        if stalled is not None:
+            what = ("bcc was still compiling" if self._stalled_in == "compiling"
+                    else "it never attached a probe, loaded a program or printed anything")
+            raise ProgramFailed(f"the program was stopped: it did not get running within the "
+                                f"{stalled.get('after', 0):g} s compile limit ({what})",
+                                "if the machine is just slow, raise the limit: --compile-timeout SECONDS "
+                                "(compile_timeout= in Python)")
+        if self.done and not self.has_event(protocol.EXIT):
             raise ProgramFailed(f"lost the ssh link to the lab VM (ssh exit {self.status})",
-                                "\n".join(self._stderr[-5:]) + "\ncheck it with: ebpf-lab vm status")
+                                "\n".join(list(self._stderr)[-5:]) + "\ncheck it with: ebpf-lab vm status")
+
+    def stopped_message(self) -> str:
+        """What to tell a learner who stopped the run: was everything unloaded?"""
+        if self.has_event(protocol.LEFT_LOADED):
+            return "the program was stopped in the VM, but it left BPF objects loaded (see the warning above)"
+        return "the program was stopped in the VM and its BPF programs unloaded"
+
+    def warnings(self) -> list[str]:
+        """What went wrong on the side: BPF objects left loaded, malformed frames, failing subscribers."""
+        found = []
+        for event in self.events:
+            if event.get("kind") == protocol.LEFT_LOADED:
+                objs = ", ".join(_describe_object(o) for o in event.get("objects", []))
+                found.append(f"still loaded after the run: {objs} (pinned or attached without a file "
+                             "descriptor; remove it with bpftool, or rm its pin in /sys/fs/bpf)")
+            elif event.get("kind") == protocol.WORKLOAD and event.get("error"):
+                found.append(f"workload as {event.get('user')} stopped: {event['error']}")
+        if self.malformed_frames:
+            found.append(f"{self.malformed_frames} malformed frame(s) from the VM were skipped")
+        if self.callback_errors:
+            found.append(f"a live view or callback failed {len(self.callback_errors)} time(s): {self.callback_errors[0]}")
+        if self.log_truncated:
+            found.append(f"the run log stopped at {self._max_log // 2**20} MiB: {self.log_path}")
+        return found
 
     # -- reader thread ---------------------------------------------------------
     def _read(self) -> None:
         try:
-            for raw in self._proc.stdout:
-                self._log.write(raw)
-                parsed = _parse_frame(raw.rstrip(b"\n"))
-                if isinstance(parsed, Line):
-                    self._on_line(parsed)
-                elif isinstance(parsed, Record):
-                    self._on_record(parsed)
-                elif isinstance(parsed, dict):
-                    self._on_event(parsed)
+            for raw in _frames(self._proc.stdout):
+                if raw is None:
+                    self._malformed()
+                    continue
+                self._write_log(raw)
+                try:
+                    kind, value = protocol.decode_frame(raw)
+                except protocol.ProtocolError:
+                    self._malformed()
+                    continue
+                if kind == protocol.OUT or kind == protocol.ERR:
+                    self._on_line(Line("stdout" if kind == protocol.OUT else "stderr", value), len(raw))
+                elif kind == protocol.RECORD:
+                    self._on_record(Record(value["name"], value["payload"], time.time()), len(raw))
+                else:
+                    self._on_event(value)
             self._proc.wait()
             if self.status is None:
                 # No exit frame: the link died, or ssh itself failed.
-                ssh_err = self._proc.stderr.read().decode(errors="replace").strip()
-                if ssh_err:
-                    self._stderr.extend(ssh_err.splitlines())
+                err = self._proc.stderr.read(64 * 1024).decode(errors="replace").strip()
+                self._stderr.extend(err.splitlines())
                 self.status = self._proc.returncode
+        except BaseException as e:  # noqa: BLE001 -- the reader must never leave the program running unseen
+            self._stderr.append(f"ebpf-lab: the run's reader failed: {e!r}")
+            self._proc.kill()  # the supervisor sees EOF and stops the program
+            self.status = self._proc.wait()
         finally:
             self._log.close()
             self.ended_at = time.time()
             self._done.set()
+            self._notify()
 
-    def _on_line(self, line: Line) -> None:
+    def _write_log(self, raw: bytes) -> None:
+        if self._log_bytes + len(raw) + 1 > self._max_log:
+            self.log_truncated = True
+            return
+        self._log.write(raw + b"\n")
+        self._log_bytes += len(raw) + 1
+
+    def _malformed(self) -> None:
+        with self._lock:
+            self.malformed_frames += 1
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _call(self, cb: Callable, item: object) -> None:
+        try:
+            cb(item)
+        except Exception as e:  # noqa: BLE001 -- one bad subscriber must not stop the run's reader
+            if len(self.callback_errors) < 100:
+                self.callback_errors.append(f"{getattr(cb, '__qualname__', cb)}: {type(e).__name__}: {e}")
+
+    def _on_line(self, line: Line, size: int) -> None:
         if self.first_output_at is None:
             self.first_output_at = time.time()
-        if line.stream == "stderr" and len(self._stderr) < 20_000:
+        if line.stream == "stderr":
             self._stderr.append(line.text)
         with self._lock:
             self.line_count += 1
+            if len(self.lines) == self.lines.maxlen:
+                self._line_bytes -= self._sizes.popleft()
             self.lines.append(line)
-            for cb in self._line_subs:
-                cb(line)
+            self._sizes.append(size)
+            self._line_bytes += size
+            while self._line_bytes + self._record_bytes > self._max_memory and len(self.lines) > 1:
+                self.lines.popleft()
+                self._line_bytes -= self._sizes.popleft()
+            for cb in self._subs["line"]:
+                self._call(cb, line)
+        self._notify()
 
-    def _on_record(self, record: Record) -> None:
+    def _on_record(self, record: Record, size: int) -> None:
         with self._lock:
             self.record_count += 1
+            if len(self.records) == self.records.maxlen:
+                self._record_bytes -= self._record_sizes.popleft()
             self.records.append(record)
-            for cb in self._record_subs:
-                cb(record)
+            self._record_sizes.append(size)
+            self._record_bytes += size
+            while self._line_bytes + self._record_bytes > self._max_memory and len(self.records) > 1:
+                self.records.popleft()
+                self._record_bytes -= self._record_sizes.popleft()
+            for cb in self._subs["record"]:
+                self._call(cb, record)
+        self._notify()
 
     def _on_event(self, event: dict) -> None:
-        kind = event.get("k")
-        if kind == "bpf_text":
-            self._c_text = event["text"]
-            return
-        if kind == "exception":
+        kind = event["kind"]
+        if kind == protocol.COMPILING:
+            self._c_text = event.get("text")
+            self._compiling_since = time.monotonic()
+        elif kind == protocol.COMPILED:
+            self._compiling_since = None
+            if event.get("ok"):
+                self.compile_seconds += float(event.get("seconds") or 0)
+        elif kind == protocol.RUNNING:
+            self._running = True
+        elif kind == protocol.EXCEPTION:
             self._exception = event
-        elif kind == "timeout":
+        elif kind == protocol.REFUSED:
+            self._refused = event
+        elif kind == protocol.TIMEOUT:
             self.timed_out = True
-        elif kind == "exit":
-            self.status = event["status"]
+        elif kind == protocol.COMPILE_TIMEOUT:
+            self._stalled_in = self.phase
+        elif kind == protocol.EXIT:
+            self.status = event.get("status")
         with self._lock:
-            self.events.append(event)
-            for cb in self._event_subs:
-                cb(event)
+            if len(self.events) < MAX_EVENTS or kind == protocol.EXIT:
+                self.events.append(event)
+            for cb in self._subs["event"]:
+                self._call(cb, event)
+        self._notify()
 
 
-def _parse_frame(raw: bytes) -> Line | Record | dict | None:
-    tag, payload = raw[:1], raw[2:]
-    if tag == b"o":
-        return Line("stdout", payload.decode(errors="replace"))
-    if tag == b"e":
-        return Line("stderr", payload.decode(errors="replace"))
-    if tag == b"r":
-        obj = json.loads(payload)
-        return Record(obj["n"], obj["p"], time.time())
-    if tag == b"c":
-        return json.loads(payload)
-    return None
+def _describe_object(obj: dict) -> str:
+    text = f"{obj.get('kind', 'object')} {obj.get('id')}"
+    details = [str(obj[k]) for k in ("type", "name") if obj.get(k)]
+    if details:
+        text += f" ({' '.join(details)})"
+    if obj.get("pinned"):
+        text += f" pinned at {', '.join(obj['pinned'])}"
+    return text
+
+
+def _frames(stream) -> Iterator[bytes | None]:
+    """Frames without their newline, read in bounded pieces; None stands for a frame too long to keep.
+
+    An over-long output line becomes several lines of the same stream; an over-long record or
+    control frame is skipped whole (it cannot be decoded from a piece).
+    """
+    pending_kind: bytes | None = None  # the kind of an output line being split
+    skipping = False
+    while True:
+        raw = stream.readline(MAX_FRAME)
+        if not raw:
+            return
+        complete = raw.endswith(b"\n")
+        piece = raw[:-1] if complete else raw
+        if skipping:
+            skipping = not complete
+            continue
+        if pending_kind is not None:
+            yield pending_kind + b" " + piece
+            if complete:
+                pending_kind = None
+            continue
+        if complete:
+            yield piece
+        elif piece[:2] in (protocol.OUT + b" ", protocol.ERR + b" "):
+            yield piece
+            pending_kind = piece[:1]
+        else:
+            skipping = True
+            yield None

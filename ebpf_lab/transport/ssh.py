@@ -27,16 +27,24 @@ class SshTransport:
             "BatchMode=yes", "LogLevel=ERROR", "ConnectTimeout=10",
             "ServerAliveInterval=5", "ServerAliveCountMax=3",
             "ControlMaster=auto", f"ControlPath={self._control_path}", "ControlPersist=600",
-            "IdentitiesOnly=yes", *t.options,
+            "IdentitiesOnly=yes",
+            # Notebook code runs as root in the VM: hand it no agent, no X display and no forwarded ports,
+            # whatever the user's ~/.ssh/config says (options given here win over the config file).
+            "ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes",
+            *t.options,
         ]
-        argv = ["ssh", "-p", str(t.port), "-l", t.user]
+        argv = ["ssh"]
+        if not t.use_ssh_config:
+            argv += ["-F", "none"]
+        argv += ["-p", str(t.port), "-l", t.user]
         if t.identity:
             argv += ["-i", str(t.identity)]
         for o in opts:
             argv += ["-o", o]
         if as_root and t.needs_sudo:
             command = "sudo -n sh -c " + shlex.quote(command)
-        return [*argv, t.host, command]
+        # "--": a host name can never be taken for an option.
+        return [*argv, "--", t.host, command]
 
     def run(self, command: str, input: bytes | None = None, timeout: float | None = 120,
             check: bool = True) -> subprocess.CompletedProcess:

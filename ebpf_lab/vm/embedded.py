@@ -1,6 +1,8 @@
 """The embedded lab VM: boot the cached image with qemu, track it, stop it."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -9,8 +11,9 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
-from ..errors import PortInUse, QemuMissing, VMBootFailed, VMNotRunning
+from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
 from ..paths import cache_dir
 from . import accel as accel_mod
 from .image import Image, require_image
@@ -30,6 +33,9 @@ class VMState:
     console: str
     qmp: str
     started: float
+    # Which boot of the host and which process: after a reboot the same pid can be anything.
+    boot_id: str = ""
+    pid_start: int = 0
 
     @property
     def image(self) -> Image:
@@ -44,6 +50,22 @@ def _state_file() -> Path:
     return vm_dir() / "state.json"
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), 0 if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -55,16 +77,45 @@ def _alive(pid: int) -> bool:
     return not cmdline.exists() or b"qemu" in cmdline.read_bytes()
 
 
+def _is_our_vm(st: VMState) -> bool:
+    if st.boot_id and st.boot_id != _boot_id():
+        return False  # the host rebooted since: the pid file is stale, whatever runs under that pid now
+    if st.pid_start and st.pid_start != _start_time(st.pid):
+        return False
+    return _alive(st.pid)
+
+
 def state() -> VMState | None:
     """The running embedded VM, or None (a stale state file is removed)."""
     try:
         st = VMState(**json.loads(_state_file().read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if _alive(st.pid):
+    if _is_our_vm(st):
         return st
     _state_file().unlink(missing_ok=True)
     return None
+
+
+@contextlib.contextmanager
+def _vm_lock(wait: float = 600.0) -> Iterator[None]:
+    """One `vm up`/`vm down` at a time per cache: a second `vm up` waits and then finds the VM running."""
+    vm_dir().mkdir(parents=True, exist_ok=True)
+    with open(vm_dir() / "lock", "w") as f:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise VMBusy("another `ebpf-lab vm up` has been starting the VM for too long",
+                                 "check it with: ebpf-lab vm status") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def require_running() -> VMState:
@@ -109,7 +160,10 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
         "-drive", f"if=none,id=d0,file={image.disk},format=raw", "-device", "nvme,drive=d0,serial=lab",
         # -snapshot: every boot starts from the pristine image.
         "-snapshot",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        # restrict=on: the guest (where notebook code runs as root) reaches nothing outside the VM, in
+        # particular not the host's loopback services (10.0.2.2 would otherwise reach e.g. Jupyter);
+        # the ssh forward into the guest keeps working.
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
         # A guest panic ends qemu (panic=-1 + -no-reboot) instead of leaving a hung VM.
         "-no-reboot", "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
         "-qmp", f"unix:{qmp},server=on,wait=off",
@@ -118,6 +172,11 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
 
 def up(log=print) -> VMState:
     """Boot the embedded VM (or return the running one) and wait until sshd answers."""
+    with _vm_lock():
+        return _up(log)
+
+
+def _up(log) -> VMState:
     running = state()
     if running:
         return running
@@ -139,7 +198,8 @@ def up(log=print) -> VMState:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile,
                                 start_new_session=True)
     st = VMState(pid=proc.pid, port=port, accel=accel, image_dir=str(image.dir),
-                 console=str(console), qmp=str(qmp), started=started)
+                 console=str(console), qmp=str(qmp), started=started, boot_id=_boot_id(),
+                 pid_start=_start_time(proc.pid))
     _state_file().write_text(json.dumps(asdict(st)))
     deadline = time.monotonic() + BOOT_TIMEOUT[accel]
     while not _ssh_banner(port):
@@ -148,7 +208,7 @@ def up(log=print) -> VMState:
             err = qemu_log.read_text(errors="replace").strip().splitlines()
             raise VMBootFailed(f"qemu exited: {err[-1] if err else proc.returncode}", f"see {console}")
         if time.monotonic() > deadline:
-            down()
+            _down()
             raise VMBootFailed(f"the VM did not answer ssh within {BOOT_TIMEOUT[accel]:.0f} s ({accel})",
                                f"see {console}; retry with: ebpf-lab vm up")
         time.sleep(0.2)
@@ -168,6 +228,11 @@ def _qmp_quit(qmp: Path) -> None:
 
 def down() -> bool:
     """Stop the VM; False if it was not running. -snapshot means there is nothing to save."""
+    with _vm_lock():
+        return _down()
+
+
+def _down() -> bool:
     st = state()
     if st is None:
         return False

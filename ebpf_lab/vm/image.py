@@ -6,6 +6,7 @@ without loop mounts. The kernel is copied out for direct kernel boot.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -63,10 +64,6 @@ class Image:
     def host_key(self) -> str:
         return (self.dir / "ssh_host_ed25519_key.pub").read_text().split()[1]
 
-    @property
-    def meta(self) -> dict:
-        return json.loads((self.dir / "meta.json").read_text())
-
 
 def images_dir() -> Path:
     return cache_dir() / "images"
@@ -95,7 +92,60 @@ def build_image(force: bool = False, log: Callable[[str], None] = print) -> Imag
     key = image_key()
     final = images_dir() / key
     images_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=images_dir()))
+    with open(images_dir() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the second finds the first one's image
+        existing = find_image()
+        if existing and not force:
+            log(f"image up to date: {existing.dir}")
+            return existing
+        _refuse_if_in_use(final)
+        _remove_stale_builds()
+        work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=images_dir()))
+        try:
+            image = _build(key, work, final, log)
+        except BaseException:
+            _remove_tree(work)  # an interrupted build leaves no multi-GB debris
+            raise
+    _remove_unused_images(keep=key)
+    return image
+
+
+def _running_image() -> str | None:
+    from .embedded import state
+
+    running = state()
+    return Path(running.image_dir).name if running else None
+
+
+def _refuse_if_in_use(final: Path) -> None:
+    if final.exists() and _running_image() == final.name:
+        raise ImageBuildFailed("the running lab VM booted from this image; a rebuild would pull it from under it",
+                               "stop the VM first: ebpf-lab vm down")
+
+
+def _remove_stale_builds() -> None:
+    """Builds a crash or a reboot left behind (we hold the build lock, so none of them is running)."""
+    for stale in images_dir().glob(".build-*"):
+        _remove_tree(stale)
+
+
+def _remove_tree(path: Path) -> None:
+    # A build killed during mkfs can leave the chroot bind-mounted inside: unmount before deleting.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m == str(path) or m.startswith(f"{path}/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_unused_images(keep: str) -> None:
+    """Old images, except the one a running VM booted from (its disk is still open)."""
+    in_use = _running_image()
+    for stale in images_dir().iterdir():
+        if stale.name not in (keep, in_use) and not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build(key: str, work: Path, final: Path, log: Callable[[str], None]) -> Image:
     out = str(work)
     script = provision_script()
     mode = "root" if os.geteuid() == 0 else "unshare"
@@ -117,17 +167,15 @@ def build_image(force: bool = False, log: Callable[[str], None] = print) -> Imag
     for hook in hooks:
         cmd.append(f"--customize-hook={hook}")
     log(f"building the lab image ({key}) with mmdebstrap; this takes a few minutes")
-    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.STDOUT)
+    # mmdebstrap's own temporary root goes inside the build dir, so a crash leaves nothing elsewhere.
+    env = dict(os.environ, TMPDIR=out)
+    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not (work / "lab.img").exists():
-        shutil.rmtree(work, ignore_errors=True)
         raise ImageBuildFailed(f"mmdebstrap failed (exit {proc.returncode})", "read the log above; check network access to the Debian mirror")
     meta = {"key": key, "suite": SUITE, "kernel": (work / "kernel-release").read_text().strip()}
     (work / "meta.json").write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
     work.rename(final)
-    for stale in images_dir().iterdir():
-        if stale.name != key and not stale.name.startswith("."):
-            shutil.rmtree(stale, ignore_errors=True)
     log(f"image ready: {final} (kernel {meta['kernel']})")
     return Image(final)

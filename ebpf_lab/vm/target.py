@@ -29,6 +29,14 @@ class SshTarget:
     identity: Path | None = None
     # ssh -o options specific to the target (host key pinning, Vagrant's config).
     options: tuple[str, ...] = field(default=())
+    # Only a machine the user named (ssh://) may need their ~/.ssh/config (a jump host, say);
+    # the embedded and Vagrant VMs are reached with exactly the options given here.
+    use_ssh_config: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.host or self.host.startswith("-") or not self.user or self.user.startswith("-"):
+            raise LabError(f"refusing the ssh target {self.user}@{self.host}: a host or user may not start with '-'",
+                           "use ssh://user@host:port with a real host name")
 
     @property
     def needs_sudo(self) -> bool:
@@ -80,10 +88,11 @@ def vagrant_target() -> SshTarget:
 
 
 def parse_ssh_url(url: str) -> SshTarget:
-    m = re.fullmatch(r"ssh://(?:([^@]+)@)?([^:/]+)(?::(\d+))?/?", url)
+    m = re.fullmatch(r"ssh://(?:([^@/\s]+)@)?([^:/@\s]+)(?::(\d+))?/?", url)
     if not m:
         raise LabError(f"cannot read EBPF_LAB_TARGET={url!r}", "use embedded, vagrant or ssh://user@host:port")
-    return SshTarget(kind="ssh", host=m.group(2), port=int(m.group(3) or 22), user=m.group(1) or "root")
+    return SshTarget(kind="ssh", host=m.group(2), port=int(m.group(3) or 22), user=m.group(1) or "root",
+                     use_ssh_config=True)
 
 
 def select_target(name: str | None = None) -> SshTarget:

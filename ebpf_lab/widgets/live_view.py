@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import threading
 
+from typing import Callable
+
+from ..runner import protocol
 from ..runner.run import Record, Run
 
 
@@ -21,10 +24,16 @@ class LiveView:
         self._stopped = threading.Event()
         self.redraws = 0
 
-    def attach(self, run: Run) -> None:
+    def attach(self, run: Run) -> Callable[[], None]:
+        """Follow `run` until it exits; returns a function that stops following it at once."""
         self._stopped.clear()
-        run.subscribe(on_record=self._on_record, on_event=self._on_event)
+        unsubscribe = run.subscribe(on_record=self._on_record, on_event=self._on_event)
         threading.Thread(target=self._loop, name=f"{type(self).__name__}-redraw", daemon=True).start()
+
+        def detach() -> None:
+            unsubscribe()
+            self._stopped.set()
+        return detach
 
     def _on_record(self, record: Record) -> None:
         with self._lock:
@@ -32,7 +41,7 @@ class LiveView:
         self._dirty.set()
 
     def _on_event(self, event: dict) -> None:
-        if event.get("k") == "exit":
+        if event.get("kind") == protocol.EXIT:
             self._stopped.set()
             self._dirty.set()
 

@@ -1,16 +1,19 @@
 import pytest
 
 from ebpf_lab.errors import LabError
-from ebpf_lab.runner.load import Load
+from ebpf_lab.runner.workload import Workload
 from ebpf_lab.vm import accel, image
 from ebpf_lab.vm.target import parse_ssh_config, parse_ssh_url
 
 
-def test_load_parse():
-    assert Load.parse("alice") == Load("alice", 10, ("/bin/true",))
-    assert Load.parse("bob:3:/usr/bin/id -u") == Load("bob", 3, ("/usr/bin/id", "-u"))
-    with pytest.raises(LabError, match="USER"):
-        Load.parse("bob:many")
+def test_workload_parse():
+    assert Workload.parse("alice") == Workload("alice", 10, ("/bin/true",))
+    assert Workload.parse("bob:3:/usr/bin/id -u") == Workload("bob", 3, ("/usr/bin/id", "-u"))
+    assert Workload.parse("alice:30@2/s") == Workload("alice", 30, ("/bin/true",), 2.0)
+    assert Workload.parse("alice:4@0.5/s:/bin/cat /etc/hostname").rate == 0.5
+    for bad in ("bob:many", ":3", "bob:3@0/s", "bob:3@fast"):
+        with pytest.raises(LabError, match="USER"):
+            Workload.parse(bad)
 
 
 def test_vagrant_ssh_config_parsed():
@@ -30,6 +33,10 @@ def test_ssh_url():
     assert (t.user, t.host, t.port, t.needs_sudo) == ("vagrant", "10.1.2.3", 2222, True)
     with pytest.raises(LabError, match="ssh://user@host:port"):
         parse_ssh_url("telnet://x")
+    # A host or user that looks like an option would be read by ssh as one (e.g. -oProxyCommand=...).
+    for sneaky in ("ssh://-oProxyCommand=touch%20x", "ssh://-x@host", "ssh://root@-host"):
+        with pytest.raises(LabError):
+            parse_ssh_url(sneaky)
 
 
 def test_image_key_follows_provisioning_script(tmp_path, monkeypatch):

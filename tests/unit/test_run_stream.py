@@ -2,32 +2,54 @@
 import json
 import subprocess
 import sys
+import tempfile
 
+from ebpf_lab.runner import protocol
 from ebpf_lab.runner.run import Line, Record, Run
 
 
 def fake_supervisor(frames: list[bytes]) -> subprocess.Popen:
-    script = "import sys\nsys.stdout.buffer.write(%r)\nsys.stdin.read()\n" % b"".join(f + b"\n" for f in frames)
-    return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    """A process that writes `frames` to stdout, then waits for stdin to close."""
+    data = tempfile.NamedTemporaryFile(delete=False)
+    data.write(b"".join(f + b"\n" for f in frames))
+    data.close()
+    script = "import shutil, sys\nshutil.copyfileobj(open(sys.argv[1], 'rb'), sys.stdout.buffer)\nsys.stdout.flush()\nsys.stdin.read()\n"
+    return subprocess.Popen([sys.executable, "-c", script, data.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 
 
-def test_frames_become_lines_records_and_status(tmp_path):
-    frames = [b'c {"k":"started","pid":1}', b"o hello", b"e warn", b'r {"n":"ev","p":{"uid":1001}}',
-              b'c {"k":"bpf_text","text":"int x;"}', b'c {"k":"exit","status":0}']
+def control(kind, **fields) -> bytes:
+    return protocol.control_frame(kind, **fields).rstrip(b"\n")
+
+
+def record(name, payload) -> bytes:
+    return b"r " + json.dumps({"name": name, "payload": payload}).encode()
+
+
+EXIT0 = control(protocol.EXIT, status=0)
+
+
+def finished(tmp_path, frames, **kwargs) -> Run:
     proc = fake_supervisor(frames)
     proc.stdin.close()
-    run = Run(proc, "src", tmp_path / "log")
-    assert run.wait(10) == 0
+    run = Run(proc, "src", tmp_path / "log", **kwargs)
+    run.wait(30)
+    return run
+
+
+def test_frames_become_lines_records_and_status(tmp_path):
+    run = finished(tmp_path, [control("started", pid=1), b"o hello", b"e warn", record("ev", {"uid": 1001}),
+                              control("compiling", text="int x;"), EXIT0])
+    assert run.status == 0
     assert list(run.lines) == [Line("stdout", "hello"), Line("stderr", "warn")]
     assert [(r.name, r.payload) for r in run.records] == [("ev", {"uid": 1001})]
-    assert [e["k"] for e in run.events] == ["started", "exit"]
+    assert [e["kind"] for e in run.events] == ["started", "compiling", "exit"]
     run.raise_for_status()
 
 
 def test_memory_is_capped_and_the_log_keeps_everything(tmp_path):
-    frames = [b"o line %d" % i for i in range(5000)] + [b'r {"n":"e","p":%d}' % i for i in range(3000)]
-    proc = fake_supervisor(frames + [b'c {"k":"exit","status":0}'])
+    frames = [b"o line %d" % i for i in range(5000)] + [record("e", i) for i in range(3000)]
+    proc = fake_supervisor(frames + [EXIT0])
     proc.stdin.close()
     seen = []
     run = Run(proc, "", tmp_path / "log", max_lines=100, max_records=10)
@@ -42,12 +64,66 @@ def test_memory_is_capped_and_the_log_keeps_everything(tmp_path):
     assert len(seen) == 3000
 
 
-def test_exception_event_raises_explained_failure(tmp_path):
-    exc = {"k": "exception", "type": "ValueError", "message": "bad", "traceback": "ValueError: bad\n"}
-    proc = fake_supervisor([b"c " + json.dumps(exc).encode(), b'c {"k":"exit","status":1}'])
+def test_memory_is_capped_by_bytes_too(tmp_path):
+    big = b"o " + b"x" * 10_000
+    run = finished(tmp_path, [big] * 200 + [EXIT0], max_memory_bytes=100_000)
+    assert run.line_count == 200 and 5 <= len(run.lines) <= 10
+
+
+def test_the_run_log_has_a_size_cap(tmp_path):
+    run = finished(tmp_path, [b"o " + b"y" * 1000] * 100 + [EXIT0], max_log_bytes=20_000)
+    assert run.log_truncated and (tmp_path / "log").stat().st_size <= 20_000
+    assert run.line_count == 100 and any("run log stopped" in w for w in run.warnings())
+
+
+def test_malformed_frames_are_counted_not_fatal(tmp_path):
+    frames = [b"garbage", b"r {not json", b'r {"n":"old-style","p":1}', b'c {"status":0}', b"z what",
+              b"o still here", record("ok", 1), EXIT0]
+    run = finished(tmp_path, frames)
+    assert run.malformed_frames == 5 and run.status == 0
+    assert [l.text for l in run.lines] == ["still here"] and [r.payload for r in run.records] == [1]
+    assert "5 malformed frame(s) from the VM were skipped" in run.warnings()
+
+
+def test_long_lines_are_split_and_long_records_skipped(tmp_path):
+    long_line = b"o " + b"a" * (3 * 1024 * 1024)
+    long_record = b"r " + b"{" + b"b" * (2 * 1024 * 1024)
+    run = finished(tmp_path, [long_line, long_record, record("after", 2), EXIT0])
+    assert run.line_count == 3 and all(len(l.text) <= 1024 * 1024 + 1024 for l in run.lines)
+    assert sum(len(l.text) for l in run.lines) == 3 * 1024 * 1024
+    assert run.malformed_frames == 1 and [r.payload for r in run.records] == [2]
+
+
+def test_a_failing_subscriber_does_not_stop_the_reader(tmp_path):
+    proc = fake_supervisor([record("e", i) for i in range(10)] + [EXIT0])
     proc.stdin.close()
     run = Run(proc, "", tmp_path / "log")
-    run.wait(10)
+
+    def broken(rec):
+        raise RuntimeError("widget bug")
+    run.subscribe(on_record=broken)
+    run.wait(30)
+    assert run.record_count == 10 and run.status == 0
+    assert run.callback_errors and "RuntimeError: widget bug" in run.callback_errors[0]
+
+
+def test_a_dying_reader_stops_the_ssh_process(tmp_path):
+    class Exploding:
+        def readline(self, limit=-1):
+            raise MemoryError("simulated")
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout = Exploding()
+    run = Run(proc, "", tmp_path / "log")
+    run.wait(30)
+    assert run.done and proc.poll() is not None
+    assert "reader failed" in "\n".join(run._stderr)
+
+
+def test_exception_event_raises_explained_failure(tmp_path):
+    exc = control("exception", type="ValueError", message="bad", traceback="ValueError: bad\n")
+    run = finished(tmp_path, [exc, control(protocol.EXIT, status=1)])
     try:
         run.raise_for_status()
     except Exception as e:
@@ -56,12 +132,37 @@ def test_exception_event_raises_explained_failure(tmp_path):
         raise AssertionError("expected ProgramFailed")
 
 
+def test_refused_and_compile_timeout_explain_themselves(tmp_path):
+    from ebpf_lab.errors import ProgramFailed, RunRefused
+
+    refused = finished(tmp_path, [control("refused", message="workload: there is no user 'carol'", fix="use alice"),
+                                  control(protocol.EXIT, status=2)])
+    try:
+        refused.raise_for_status()
+    except RunRefused as e:
+        assert str(e) == "workload: there is no user 'carol' — use alice"
+    stalled = finished(tmp_path, [control("compiling", text="x"), control("compile_timeout", after=5.0),
+                                  control(protocol.EXIT, status=137)])
+    try:
+        stalled.raise_for_status()
+    except ProgramFailed as e:
+        assert "did not get running within the 5 s compile limit (bcc was still compiling)" in str(e)
+        assert "--compile-timeout" in str(e)
+    else:
+        raise AssertionError("expected ProgramFailed")
+
+
 def test_late_subscribers_get_what_already_arrived(tmp_path):
-    proc = fake_supervisor([b"o early", b'r {"n":"e","p":1}', b'c {"k":"exit","status":0}'])
-    proc.stdin.close()
-    run = Run(proc, "", tmp_path / "log")
-    run.wait(10)
+    run = finished(tmp_path, [b"o early", record("e", 1), EXIT0])
     lines, records, events = [], [], []
     run.subscribe(on_line=lines.append, on_record=records.append, on_event=events.append)
     assert [l.text for l in lines] == ["early"] and [r.payload for r in records] == [1]
-    assert [e["k"] for e in events] == ["exit"]
+    assert [e["kind"] for e in events] == ["exit"]
+
+
+def test_wait_for_returns_when_the_condition_holds(tmp_path):
+    proc = fake_supervisor([b"o one", b"o two"])
+    run = Run(proc, "", tmp_path / "log")
+    assert run.wait_for(lambda r: r.line_count >= 2, timeout=30)
+    assert not run.wait_for(lambda r: r.line_count >= 3, timeout=0.5)
+    proc.kill()

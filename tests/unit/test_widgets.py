@@ -10,6 +10,7 @@ class FakeRun:
 
     def subscribe(self, on_line=None, on_record=None, on_event=None):
         self.on_record, self.on_event = on_record, on_event
+        return lambda: None
 
 
 def test_uid_chart_redraws_and_labels_users():
@@ -18,7 +19,7 @@ def test_uid_chart_redraws_and_labels_users():
     run = FakeRun()
     chart.attach(run)
     run.on_record(Record("counts", {"1001": 4, "1002": 2}, time.time()))
-    run.on_event({"k": "exit", "status": 0})
+    run.on_event({"kind": "exit", "status": 0})
     deadline = time.time() + 5
     while chart.redraws < 1 and time.time() < deadline:
         time.sleep(0.01)

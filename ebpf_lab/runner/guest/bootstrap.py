@@ -1,26 +1,76 @@
 """Runs in the lab VM as the program's process: executes the learner's code as __main__.
 
 It adds what the host needs beside plain output: `emit(name, payload)` for structured
-records, a note each time a BPF program is attached (so load starts only then), the
-BPF C text (so compile errors map to cell lines), and tracebacks trimmed to the cell.
+records, notes on bcc's compile and attach steps (the --timeout clock starts once the
+program runs, not while clang compiles), the BPF C text (so compile errors map to cell
+lines), and tracebacks trimmed to the cell.
+
+Records and notes travel over a SOCK_SEQPACKET socket: every send is one message, so
+records emitted by forked children can never interleave half-way with the parent's.
 """
 import builtins
 import json
 import linecache
 import os
+import socket
 import sys
 import threading
 import time
 import traceback
 
-_emit_file = None  # opened by run(): the pipe to the supervisor
-_emit_lock = threading.Lock()
+import protocol
+
+BATCH_BYTES = 60 * 1024   # one message carries up to this many bytes of records
+FLUSH_SECONDS = 0.05      # and waits at most this long for more
 
 
-def _send(tag, obj):
-    data = tag + b" " + json.dumps(obj, default=_jsonable, separators=(",", ":")).encode() + b"\n"
-    with _emit_lock:
-        _emit_file.write(data)
+class Channel:
+    """Frames to the supervisor, batched, safe across fork()."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._start_flusher()
+        os.register_at_fork(before=self._lock.acquire, after_in_parent=self._lock.release,
+                            after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self):
+        # The child starts empty (the parent sends what it had) with a fresh lock and its own flusher.
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._start_flusher()
+
+    def _start_flusher(self):
+        threading.Thread(target=self._flush_periodically, daemon=True).start()
+
+    def _flush_periodically(self):
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def send(self, data, urgent=False):
+        with self._lock:
+            if self._buf and len(self._buf) + len(data) > BATCH_BYTES:
+                self._send_locked()
+            self._buf += data
+            if urgent or len(self._buf) >= BATCH_BYTES:
+                self._send_locked()
+
+    def flush(self):
+        with self._lock:
+            self._send_locked()
+
+    def _send_locked(self):
+        if self._buf:
+            data, self._buf = bytes(self._buf), bytearray()
+            try:
+                self.sock.send(data)
+            except OSError:
+                pass  # the supervisor is gone; the lifeline or cgroup ends this process
+
+
+_channel = None
 
 
 def _jsonable(value):
@@ -35,14 +85,15 @@ def _jsonable(value):
 
 def emit(name, payload=None):
     """Send a record to the host (shown in widgets, kept in run.records)."""
-    _send(b"r", {"n": name, "p": payload})
+    data = json.dumps({"name": str(name), "payload": payload}, default=_jsonable, separators=(",", ":")).encode()
+    if len(data) > protocol.MAX_RECORD:
+        raise ValueError(f"emit(): a record of {len(data)} bytes is over the {protocol.MAX_RECORD} byte limit; "
+                         "send a summary or split it into several records")
+    _channel.send(protocol.frame(protocol.RECORD, data))
 
 
-def _flush_periodically():
-    while True:
-        time.sleep(0.05)
-        with _emit_lock:
-            _emit_file.flush()
+def note(kind, **fields):
+    _channel.send(protocol.control_frame(kind, **fields), urgent=True)
 
 
 def _instrument_bcc():
@@ -56,25 +107,41 @@ def _instrument_bcc():
         text = kwargs.get("text")
         if text is None and args and kwargs.get("src_file") is None:
             text = args[0] if isinstance(args[0], (str, bytes)) and "\n" in str(args[0]) else None
-        if text is not None:
-            _send(b"c", {"k": "bpf_text", "text": text})
-        original_init(self, *args, **kwargs)
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        note(protocol.COMPILING, text=text)
+        started = time.monotonic()
+        ok = False
+        try:
+            original_init(self, *args, **kwargs)
+            ok = True
+        finally:
+            note(protocol.COMPILED, seconds=round(time.monotonic() - started, 3), ok=ok)
 
     bcc.BPF.__init__ = init
     for name in dir(bcc.BPF):
         if name.startswith("attach_"):
             _wrap_attach(bcc.BPF, name)
+    original_load = bcc.BPF.load_func
+
+    def load_func(self, func_name, *args, **kwargs):
+        fn = original_load(self, func_name, *args, **kwargs)
+        note(protocol.LOADED, name=func_name.decode() if isinstance(func_name, bytes) else str(func_name))
+        return fn
+
+    bcc.BPF.load_func = load_func
 
 
 def _wrap_attach(cls, name):
     original = getattr(cls, name)
+    how = name[len("attach_"):]
 
     def attach(*args, **kwargs):
-        result = original(*args, **kwargs)
-        _send(b"c", {"k": "attached", "how": name[len("attach_"):]})
-        with _emit_lock:
-            _emit_file.flush()
-        return result
+        note(protocol.ATTACHING, how=how)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            note(protocol.ATTACHED, how=how)
 
     setattr(cls, name, attach)
 
@@ -82,19 +149,18 @@ def _wrap_attach(cls, name):
 def _report_exception(exc, filename):
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     text = "".join(traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
-    _send(b"c", {"k": "exception", "type": type(exc).__name__, "message": str(exc), "traceback": text})
+    note(protocol.EXCEPTION, type=type(exc).__name__, message=str(exc), traceback=text)
 
 
-def run(path, filename, emit_fd):
+def run(path, filename, argv, emit_fd):
     """Run the program at `path` as __main__ and exit the process with its status."""
-    global _emit_file
-    _emit_file = os.fdopen(emit_fd, "wb", buffering=1 << 16)
+    global _channel
+    _channel = Channel(socket.socket(fileno=emit_fd))
     with open(path) as f:
         source = f.read()
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    sys.argv = [filename]
+    sys.argv = [filename, *argv]
     builtins.emit = emit
-    threading.Thread(target=_flush_periodically, daemon=True).start()
     _instrument_bcc()
     status = 0
     try:
@@ -103,15 +169,19 @@ def run(path, filename, emit_fd):
         status = 130
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
     except BaseException as e:  # noqa: BLE001 -- reported to the host, which explains it
         _report_exception(e, filename)
         status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with _emit_lock:
-        _emit_file.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    _channel.flush()
     os._exit(status)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], int(os.environ["EBPF_LAB_EMIT_FD"]))
+    run(sys.argv[1], sys.argv[2], json.loads(os.environ.pop("EBPF_LAB_ARGV")), int(os.environ.pop("EBPF_LAB_EMIT_FD")))

@@ -1,16 +1,21 @@
-"""Runs in the lab VM as root: supervises one BCC program for the host.
+"""Runs in the lab VM as root: supervises one program for the host (wire format: protocol.py).
 
-stdin  (host -> guest): a JSON header line with the program and its limits, then
-       control lines: "INT" (interrupt), "KILL". EOF means the host is gone.
-stdout (guest -> host): frames "<tag> <payload>\\n":  o/e = a stdout/stderr line,
-       r = a record from emit(), c = a control event (JSON).
-
-The program runs in its own process group and dies with this supervisor
-(PR_SET_PDEATHSIG), so whatever way a run ends, its BPF objects are released.
+Guarantees, whatever the program does:
+- it runs in a cgroup of its own; when the run ends everything in it is killed, including
+  children that left the process group with setsid() or a double fork;
+- the time limit counts running time only: the clock starts once the program has attached
+  (or loaded, or printed) and stops while bcc compiles; a separate compile limit stops a
+  program that never gets there;
+- signals come before words: a timeout, an interrupt or a lost host is acted on first and
+  reported afterwards, and no thread that must signal ever blocks on the pipe to the host;
+- after the run it reports any BPF object the run created that is still loaded.
 """
+import collections
 import ctypes
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,134 +24,379 @@ import tempfile
 import threading
 import time
 
+import bpf_objects
+import cgroup
+import protocol
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PR_SET_PDEATHSIG = 1
-ATTACH_SETTLE_SECONDS = 0.3
-
-out = sys.stdout.buffer
-out_lock = threading.Lock()
-
-
-def frame(tag, payload):
-    if isinstance(payload, str):
-        payload = payload.encode()
-    with out_lock:
-        out.write(tag + b" " + payload + b"\n")
-        out.flush()
+ATTACH_SETTLE_SECONDS = 0.3   # a program attaches several probes in a row: start the workload after the last
+OUTBOX_BYTES = 4 * 1024 * 1024
+EMIT_MESSAGE_MAX = 2 * protocol.MAX_RECORD
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+TICK = 0.1
 
 
-def control(**event):
-    frame(b"c", json.dumps(event))
+class Outbox:
+    """Frames to the host, written by one thread, so that no other thread blocks on the pipe to the host.
+
+    Program output waits while the outbox is full (the program then blocks on its own pipe, and
+    memory stays bounded); control events never wait.
+    """
+
+    def __init__(self, stream, on_host_gone):
+        self._stream = stream
+        self._on_host_gone = on_host_gone
+        self._frames = collections.deque()
+        self._bytes = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self.host_gone = threading.Event()
+        self._thread = threading.Thread(target=self._write, name="outbox", daemon=True)
+        self._thread.start()
+
+    def data(self, data):
+        with self._cond:
+            while self._bytes > OUTBOX_BYTES and not self.host_gone.is_set():
+                self._cond.wait(0.5)
+            self._put(data)
+
+    def control(self, kind, **fields):
+        with self._cond:
+            self._put(protocol.control_frame(kind, **fields))
+
+    def _put(self, data):
+        if not self.host_gone.is_set():
+            self._frames.append(data)
+            self._bytes += len(data)
+            self._cond.notify_all()
+
+    def close(self, timeout):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _write(self):
+        while True:
+            with self._cond:
+                while not self._frames and not self._closed:
+                    self._cond.wait()
+                if not self._frames:
+                    return
+                batch = b"".join(self._frames)
+                self._frames.clear()
+                self._bytes = 0
+                self._cond.notify_all()
+            try:
+                self._stream.write(batch)
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.host_gone.set()
+                with self._cond:
+                    self._frames.clear()
+                    self._cond.notify_all()
+                self._on_host_gone()
+                return
+
+
+class RunClock:
+    """When the --timeout clock starts, what pauses it, which limit has run out, and when the workload may start."""
+
+    def __init__(self, timeout, compile_timeout):
+        self.timeout = timeout
+        self.compile_timeout = compile_timeout
+        self.started = time.monotonic()
+        self.running_since = None
+        self.compiling_since = None
+        self.paused = 0.0
+        self.attaching = 0
+        self.last_attach = 0.0
+        self.running = threading.Event()
+        self.workload_ready = threading.Event()  # attached a probe, or printed while not compiling
+        self._lock = threading.Lock()
+
+    def on_compiling(self):
+        with self._lock:
+            self.compiling_since = time.monotonic()
+
+    def on_compiled(self):
+        with self._lock:
+            now = time.monotonic()
+            if self.compiling_since is not None and self.running_since is not None:
+                self.paused += now - max(self.compiling_since, self.running_since)
+            self.compiling_since = None
+
+    def on_loaded(self):
+        with self._lock:
+            return self._start("loaded", time.monotonic())
+
+    def on_attaching(self):
+        with self._lock:
+            self.attaching += 1
+
+    def on_attached(self):
+        with self._lock:
+            now = time.monotonic()
+            self.attaching = max(0, self.attaching - 1)
+            self.last_attach = now
+            self.workload_ready.set()
+            return self._start("attached", now)
+
+    def on_output(self):
+        if self.running_since is not None:
+            return None
+        with self._lock:
+            # Clang's warnings while bcc compiles are output too, but the program is not running yet.
+            if self.compiling_since is not None:
+                return None
+            self.workload_ready.set()
+            return self._start("output", time.monotonic())
+
+    def settled(self):
+        """No attach under way, and the last one a moment ago: a program attaches its probes in a row."""
+        with self._lock:
+            return self.attaching == 0 and time.monotonic() - self.last_attach >= ATTACH_SETTLE_SECONDS
+
+    def _start(self, reason, now):
+        if self.running_since is not None:
+            return None
+        self.running_since = now
+        self.running.set()
+        return reason
+
+    def expired(self):
+        """(event kind, limit) once a limit has run out, else None."""
+        with self._lock:
+            now = time.monotonic()
+            if self.compiling_since is not None and now - self.compiling_since > self.compile_timeout:
+                return protocol.COMPILE_TIMEOUT, self.compile_timeout
+            if self.timeout is None:
+                return None
+            if self.running_since is None:
+                if now - self.started > self.compile_timeout:
+                    return protocol.COMPILE_TIMEOUT, self.compile_timeout
+                return None
+            ran = now - self.running_since - self.paused
+            if self.compiling_since is not None:
+                ran -= now - max(self.compiling_since, self.running_since)
+            return (protocol.TIMEOUT, self.timeout) if ran > self.timeout else None
 
 
 class Supervisor:
-    def __init__(self, header):
+    def __init__(self, header, stream):
         self.header = header
-        self.attached = threading.Event()
-        self.last_attach = 0.0
+        self.clock = RunClock(header.timeout, header.compile_timeout)
+        self.outbox = Outbox(stream, on_host_gone=lambda: self.stop_async(None))
         self.done = threading.Event()
-        self.workdir = tempfile.mkdtemp(prefix="run-", dir="/run/ebpf-lab")
+        self.stopping = threading.Event()
+        self.cgroup = None
         self.child = None
 
-    def start(self):
-        path = os.path.join(self.workdir, "program.py")
+    # -- the run -----------------------------------------------------------------
+    def run(self):
+        refusal = check_workload(self.header.workload)
+        if refusal:
+            self.outbox.control(protocol.REFUSED, message=refusal[0], fix=refusal[1])
+            return self.finish(2, [])
+        before = bpf_objects.snapshot()
+        self.cgroup = cgroup.create(f"run-{os.getpid()}")
+        workdir = tempfile.mkdtemp(prefix="run-", dir="/run/ebpf-lab")
+        try:
+            status = self.supervise(workdir)
+            left = bpf_objects.left_over(before)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if self.cgroup:
+                cgroup.remove(self.cgroup)
+        return self.finish(status, left)
+
+    def supervise(self, workdir):
+        path = os.path.join(workdir, "program.py")
         with open(path, "w") as f:
-            f.write(self.header["source"])
+            f.write(self.header.source)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        emit_r, emit_w = os.pipe()
-        self.child = WarmChild.spawn(path, self.header.get("filename", "<cell>"), self.workdir,
-                                     out_w, err_w, emit_w) \
-            or ColdChild.spawn(path, self.header.get("filename", "<cell>"), self.workdir, out_w, err_w, emit_w)
-        for fd in (out_w, err_w, emit_w):
+        emit_mine, emit_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Big enough for one record of MAX_RECORD bytes in one message (root may exceed wmem_max).
+        emit_theirs.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), EMIT_MESSAGE_MAX)
+        spawn_args = (path, self.header.filename, self.header.argv, workdir, self.cgroup,
+                      out_w, err_w, emit_theirs.fileno())
+        self.child = WarmChild.spawn(*spawn_args) or ColdChild.spawn(*spawn_args)
+        for fd in (out_w, err_w):
             os.close(fd)
-        control(k="started", pid=self.child.pid, warm=isinstance(self.child, WarmChild))
-        readers = [
-            threading.Thread(target=self.pump_text, args=(os.fdopen(out_r, "rb"), b"o")),
-            threading.Thread(target=self.pump_text, args=(os.fdopen(err_r, "rb"), b"e")),
-            threading.Thread(target=self.pump_emit, args=(os.fdopen(emit_r, "rb"),)),
-        ]
-        for t in readers:
-            t.daemon = True
+        emit_theirs.close()
+        self.outbox.control(protocol.STARTED, pid=self.child.pid, warm=isinstance(self.child, WarmChild),
+                            cgroup=self.cgroup is not None)
+        pumps = [threading.Thread(target=self.pump_text, args=(out_r, protocol.OUT), daemon=True),
+                 threading.Thread(target=self.pump_text, args=(err_r, protocol.ERR), daemon=True),
+                 threading.Thread(target=self.pump_emit, args=(emit_mine,), daemon=True)]
+        for t in pumps:
             t.start()
         threading.Thread(target=self.read_host, daemon=True).start()
-        if self.header.get("load"):
-            threading.Thread(target=self.run_load, daemon=True).start()
-        timeout = self.header.get("timeout")
-        if timeout:
-            threading.Thread(target=self.enforce_timeout, args=(timeout,), daemon=True).start()
+        threading.Thread(target=self.watch_clock, daemon=True).start()
+        for spec in self.header.workload:
+            threading.Thread(target=self.run_workload, args=(spec,), daemon=True).start()
         status = self.child.wait()
         self.done.set()
-        self.signal_group(signal.SIGKILL)  # stragglers the program forked
-        for t in readers:
+        self.kill_all()  # whatever the program started and left behind
+        for t in pumps:
             t.join(timeout=5)
-        control(k="exit", status=status)
+        return status
 
-    def pump_text(self, pipe, tag):
-        for line in pipe:
-            frame(tag, line.rstrip(b"\n"))
+    def finish(self, status, left):
+        if left:
+            self.outbox.control(protocol.LEFT_LOADED, objects=left)
+        self.outbox.control(protocol.EXIT, status=status)
+        self.outbox.close(timeout=60)
+        return status
 
-    def pump_emit(self, pipe):
-        for line in pipe:
-            line = line.rstrip(b"\n")
-            if line.startswith(b"c "):
-                event = json.loads(line[2:])
-                if event.get("k") == "attached":
-                    self.last_attach = time.monotonic()
-                    self.attached.set()
-            with out_lock:
-                out.write(line + b"\n")
-            # Records arrive in bursts: flush once the burst is drained, not per record.
-            if not pipe.peek(1):
-                with out_lock:
-                    out.flush()
-        with out_lock:
-            out.flush()
+    # -- output ------------------------------------------------------------------
+    def pump_text(self, fd, kind):
+        with os.fdopen(fd, "rb") as pipe:
+            while True:
+                line = pipe.readline(protocol.MAX_LINE)
+                if not line:
+                    return
+                self.outbox.data(protocol.frame(kind, line.rstrip(b"\n")))
+                self.note_output()
 
+    def pump_emit(self, sock):
+        with sock:
+            while True:
+                message = sock.recv(EMIT_MESSAGE_MAX)
+                if not message:
+                    return
+                self.outbox.data(message if message.endswith(b"\n") else message + b"\n")
+                for line in message.splitlines():
+                    if line.startswith(protocol.CONTROL + b" "):
+                        self.note_control(line)
+                    else:
+                        self.note_output()
+
+    def note_output(self):
+        reason = self.clock.on_output()
+        if reason:
+            self.outbox.control(protocol.RUNNING, reason=reason)
+
+    def note_control(self, line):
+        try:
+            kind = json.loads(line[2:]).get("kind")
+        except (ValueError, AttributeError):
+            return  # the host counts malformed frames
+        reason = None
+        if kind == protocol.COMPILING:
+            self.clock.on_compiling()
+        elif kind == protocol.COMPILED:
+            self.clock.on_compiled()
+        elif kind == protocol.LOADED:
+            reason = self.clock.on_loaded()
+        elif kind == protocol.ATTACHING:
+            self.clock.on_attaching()
+        elif kind == protocol.ATTACHED:
+            reason = self.clock.on_attached()
+        if reason:
+            self.outbox.control(protocol.RUNNING, reason=reason)
+
+    # -- stopping ----------------------------------------------------------------
     def signal_group(self, sig):
         try:
             os.killpg(self.child.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError, AttributeError):
             pass
 
-    def stop(self, grace):
-        """SIGINT first so the program's own KeyboardInterrupt cleanup runs, then SIGKILL."""
+    def kill_all(self):
+        self.signal_group(signal.SIGKILL)
+        if self.cgroup:
+            cgroup.kill(self.cgroup)
+
+    def stop(self, event):
+        """SIGINT first so the program's KeyboardInterrupt cleanup runs; report; SIGKILL after the grace time."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
         self.signal_group(signal.SIGINT)
-        if not self.done.wait(grace):
-            control(k="killed", after=grace)
-            self.signal_group(signal.SIGKILL)
+        if event:
+            self.outbox.control(event[0], after=event[1])
+        if not self.done.wait(self.header.grace):
+            self.kill_all()
+            self.outbox.control(protocol.KILLED, after=self.header.grace)
+
+    def stop_async(self, event):
+        threading.Thread(target=self.stop, args=(event,), daemon=True).start()
+
+    def watch_clock(self):
+        while not self.done.wait(TICK):
+            expired = self.clock.expired()
+            if expired:
+                self.stop(expired)
+                return
 
     def read_host(self):
-        for line in sys.stdin:
-            cmd = line.strip()
-            if cmd == "INT":
+        for line in sys.stdin.buffer:
+            command = line.strip().decode(errors="replace")
+            if command == protocol.INTERRUPT:
                 self.signal_group(signal.SIGINT)
-            elif cmd == "KILL":
-                self.signal_group(signal.SIGKILL)
+            elif command == protocol.KILL:
+                self.kill_all()
         if not self.done.is_set():
-            self.stop(self.header.get("grace", 3))  # the host went away
+            self.stop(None)  # the host went away
 
-    def enforce_timeout(self, timeout):
-        if not self.done.wait(timeout):
-            control(k="timeout", after=timeout)
-            self.stop(self.header.get("grace", 3))
-
-    def run_load(self):
-        """Exec commands as lab users once the program has attached its probes."""
-        while not self.attached.wait(0.1):
-            if self.done.is_set():
+    # -- workload ----------------------------------------------------------------
+    def run_workload(self, spec):
+        """Exec the spec's command as its user, inside the run's cgroup, once the program's probes are attached."""
+        while not (self.clock.workload_ready.is_set() and self.clock.settled()):
+            if self.done.wait(0.05):
                 return
-        while time.monotonic() - self.last_attach < ATTACH_SETTLE_SECONDS:
-            time.sleep(0.05)
-        for spec in self.header["load"]:
-            ran = 0
-            for _ in range(spec["count"]):
-                if self.done.is_set():
+        user = pwd.getpwnam(spec.user)
+        env = {"HOME": user.pw_dir, "USER": spec.user, "LOGNAME": spec.user, "SHELL": user.pw_shell,
+               "PATH": USER_PATH, "LANG": "C.UTF-8"}
+        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
+        cg = self.cgroup
+
+        def become_user():
+            if cg:
+                cgroup.join(cg)
+            os.initgroups(spec.user, user.pw_gid)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
+        ran, error, first = 0, None, time.monotonic()
+        for i in range(spec.count):
+            if spec.rate:
+                delay = first + i / spec.rate - time.monotonic()
+                if delay > 0 and self.done.wait(delay):
                     break
-                subprocess.run(spec["command"], user=spec["user"], group=spec["user"], extra_groups=[],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                ran += 1
-            control(k="load", user=spec["user"], command=spec["command"], count=ran)
+            if self.done.is_set():
+                break
+            try:
+                subprocess.run(spec.command, env=env, cwd=cwd, preexec_fn=become_user, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except (OSError, subprocess.SubprocessError) as e:
+                error = f"{spec.command[0]}: {e}"
+                break
+            ran += 1
+        fields = {"user": spec.user, "command": spec.command, "count": ran}
+        if error:
+            fields["error"] = error
+        self.outbox.control(protocol.WORKLOAD, **fields)
+
+
+def check_workload(specs):
+    """(message, fix) for a workload that cannot run, before anything is compiled; None if it can."""
+    lab_users = sorted(p.pw_name for p in pwd.getpwall() if 1000 <= p.pw_uid < 65534)
+    for spec in specs:
+        try:
+            pwd.getpwnam(spec.user)
+        except KeyError:
+            return (f"workload: there is no user {spec.user!r} in the lab VM",
+                    f"use one of the lab users: {', '.join(lab_users) or 'root'}")
+        exe = spec.command[0] if spec.command else ""
+        found = (os.access(exe, os.X_OK) and os.path.isfile(exe)) if "/" in exe else shutil.which(exe, path=USER_PATH)
+        if not found:
+            return (f"workload: command {exe!r} not found in the lab VM",
+                    "give a program that exists there, by its full path (e.g. /bin/cat /etc/hostname)")
+    return None
 
 
 class ColdChild:
@@ -157,17 +407,19 @@ class ColdChild:
         self.pid = proc.pid
 
     @classmethod
-    def spawn(cls, path, filename, cwd, out_w, err_w, emit_w):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd):
         libc = ctypes.CDLL(None, use_errno=True)
 
         def in_child():
+            if cg:
+                cgroup.join(cg)
             os.setsid()
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_w), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_fd), EBPF_LAB_ARGV=json.dumps(argv), PYTHONUNBUFFERED="1")
         return cls(subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "bootstrap.py"), path, filename],
                                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-                                    pass_fds=(emit_w,), preexec_fn=in_child, cwd=cwd))
+                                    pass_fds=(emit_fd,), preexec_fn=in_child, cwd=cwd))
 
     def wait(self):
         status = self.proc.wait()
@@ -183,13 +435,13 @@ class WarmChild:
         self.replies, self.pid, self.lifeline = replies, pid, lifeline
 
     @classmethod
-    def spawn(cls, path, filename, cwd, out_w, err_w, emit_w):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd):
         conn = cls.connect()
         if conn is None:
             return None
         life_r, life_w = os.pipe()
-        request = json.dumps({"path": path, "filename": filename, "cwd": cwd}).encode()
-        socket.send_fds(conn, [request], [out_w, err_w, emit_w, life_r])
+        request = json.dumps({"path": path, "filename": filename, "argv": argv, "cwd": cwd, "cgroup": cg}).encode()
+        socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r])
         os.close(life_r)
         # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
         replies = conn.makefile("rb")
@@ -228,9 +480,18 @@ class WarmChild:
 
 
 def main():
-    header = json.loads(sys.stdin.readline())
+    stream = sys.stdout.buffer
+    line = sys.stdin.buffer.readline()
+    try:
+        header = protocol.RunHeader.decode(line)
+    except (ValueError, TypeError) as e:
+        stream.write(protocol.control_frame(protocol.REFUSED, message=f"the lab VM's runner does not understand "
+                                            f"this host's request ({e})", fix="restart the lab VM"))
+        stream.write(protocol.control_frame(protocol.EXIT, status=2))
+        stream.flush()
+        return
     os.makedirs("/run/ebpf-lab", exist_ok=True)
-    Supervisor(header).start()
+    Supervisor(header, stream).run()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Starting Python and importing bcc costs ~0.6 s under software emulation; a fork costs
 milliseconds. A supervisor connects to the Unix socket, passes the program's stdout,
-stderr and emit pipes plus a lifeline pipe (SCM_RIGHTS), and gets back the child's pid
-and, when it ends, its exit status. When the supervisor dies its end of the lifeline
-closes, and the child kills its whole process group: no BPF program outlives its run.
+stderr and emit channel plus a lifeline pipe (SCM_RIGHTS), and gets back the child's pid
+and, when it ends, its exit status. The child joins the run's cgroup before anything
+else, so `cgroup.kill` reaches it and everything it starts. When the supervisor dies
+its end of the lifeline closes, and the child kills its whole process group.
 """
 import io
 import json
@@ -17,6 +18,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bcc  # noqa: E402,F401 -- the point of this process: imported once, inherited by every child
 import bootstrap  # noqa: E402
+import cgroup  # noqa: E402
 
 
 def serve(path):
@@ -51,17 +53,21 @@ def report_exit(conn, pid):
 
 def child(request, fds):
     out, err, emit_fd, lifeline = fds
+    if request.get("cgroup"):
+        cgroup.join(request["cgroup"])
     os.setsid()
     os.dup2(out, 1)
     os.dup2(err, 2)
     os.close(out)
     os.close(err)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, write_through=True)
+    # Unbuffered like `python -u`: a plain print() reaches the host at once, as in a terminal.
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True)
+    os.environ["PYTHONUNBUFFERED"] = "1"  # and the same for Python programs it starts
     os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=watch_lifeline, args=(lifeline,), daemon=True).start()
-    bootstrap.run(request["path"], request["filename"], emit_fd)
+    bootstrap.run(request["path"], request["filename"], request.get("argv", []), emit_fd)
 
 
 def watch_lifeline(fd):

@@ -1,0 +1,214 @@
+"""Runner logic that needs no VM: the protocol, argument checks, ssh options, the compile progress line,
+and the guest supervisor's clock and outbox (imported here as the guest imports them)."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ebpf_lab.errors import BadArgument, UnsafeRuntimeDir
+from ebpf_lab.lab import Lab
+from ebpf_lab.runner import protocol
+from ebpf_lab.runner.follow import CompileProgress
+from ebpf_lab.transport.ssh import SshTransport
+from ebpf_lab.vm.target import SshTarget
+
+GUEST = Path(__file__).resolve().parents[2] / "ebpf_lab" / "runner"
+
+
+@pytest.fixture
+def guest_modules(monkeypatch):
+    """The guest's modules, importable as in the VM (protocol.py sits beside them there)."""
+    monkeypatch.syspath_prepend(str(GUEST))
+    monkeypatch.syspath_prepend(str(GUEST / "guest"))
+    import supervisor
+    return supervisor
+
+
+def test_header_round_trip_and_version_check():
+    header = protocol.RunHeader(source="print(1)", timeout=5.0,
+                                workload=[protocol.WorkloadSpec("alice", 3, ["/bin/true"], 2.0)])
+    assert protocol.RunHeader.decode(header.encode()) == header
+    old = header.encode().replace(b'"version": 2', b'"version": 1')
+    with pytest.raises(protocol.ProtocolError, match="protocol 1"):
+        protocol.RunHeader.decode(old)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "soon"])
+def test_bad_timeouts_are_refused_before_anything_starts(bad, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    lab = Lab(SshTarget(kind="ssh", host="nowhere.invalid", port=22, user="root"))
+    for kwargs in ({"timeout": bad}, {"compile_timeout": bad}):
+        with pytest.raises(BadArgument, match="positive number of seconds|number of seconds"):
+            lab.start("print(1)", **kwargs)  # no ssh attempted: nowhere.invalid would fail differently
+
+
+def test_ssh_ignores_user_config_for_lab_vms_and_never_forwards(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    vm = SshTransport(SshTarget(kind="embedded", host="127.0.0.1", port=2222, user="root")).argv("true")
+    assert vm[:3] == ["ssh", "-F", "none"]
+    for option in ("ForwardAgent=no", "ForwardX11=no", "ClearAllForwardings=yes"):
+        assert option in vm
+    assert vm[-3:] == ["--", "127.0.0.1", "true"]
+    remote = SshTransport(SshTarget(kind="ssh", host="lab.example", port=22, user="me", use_ssh_config=True)).argv("x")
+    assert "-F" not in remote and "ForwardAgent=no" in remote and remote[-3] == "--"
+
+
+def test_runtime_dir_refuses_symlinks_and_open_directories(tmp_path, monkeypatch):
+    from ebpf_lab.paths import runtime_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "ebpf-lab").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafeRuntimeDir, match="not a plain directory"):
+        runtime_dir()
+    (tmp_path / "ebpf-lab").unlink()
+    (tmp_path / "ebpf-lab").mkdir()
+    os.chmod(tmp_path / "ebpf-lab", 0o777)
+    with pytest.raises(UnsafeRuntimeDir, match="chmod 700"):
+        runtime_dir()
+    os.chmod(tmp_path / "ebpf-lab", 0o700)
+    assert runtime_dir() == tmp_path / "ebpf-lab"
+
+
+class FakeRun:
+    def __init__(self):
+        self.events: list[dict] = []
+        self.compiling_for: float | None = None
+
+
+def test_compile_progress_rewrites_one_line_then_says_how_long():
+    run, written = FakeRun(), []
+    progress = CompileProgress(run, written.append, live=True)
+    progress.tick()
+    assert written == []  # nothing to say for a program that is not compiling
+    run.compiling_for = 0.2
+    progress.tick()
+    run.compiling_for = 1.5
+    progress.tick()
+    progress.tick()
+    run.compiling_for = None
+    run.events.append({"kind": "compiled", "seconds": 21.34, "ok": True})
+    progress.tick()
+    assert "".join(written) == "compiling the BPF program… 0 s\rcompiling the BPF program… 1 s\rcompiled in 21.3 s\n"
+
+
+def test_compile_progress_on_a_plain_stream_and_around_output():
+    run, written = FakeRun(), []
+    progress = CompileProgress(run, written.append, live=False)
+    run.compiling_for = 3.0
+    progress.tick()
+    progress.tick()
+    run.compiling_for = None
+    run.events.append({"kind": "compiled", "seconds": 3.0, "ok": True})
+    progress.tick()
+    assert written == ["compiling the BPF program…\n", "compiled in 3.0 s\n"]
+    live, out = FakeRun(), []
+    progress = CompileProgress(live, out.append, live=True)
+    live.compiling_for = 2.0
+    progress.tick()
+    progress.break_line()  # the program printed something: it starts on its own line
+    assert "".join(out) == "compiling the BPF program… 2 s\n"
+
+
+def test_clock_starts_at_attach_and_pauses_while_compiling(guest_modules, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(guest_modules.time, "monotonic", lambda: now[0])
+    clock = guest_modules.RunClock(timeout=10, compile_timeout=300)
+    clock.on_compiling()
+    now[0] += 250  # a very slow compile: neither limit is reached
+    assert clock.expired() is None
+    clock.on_output()  # clang's warnings: not running yet
+    assert clock.running_since is None
+    clock.on_compiled()
+    now[0] += 30  # compiled, not attached: the run time has not started
+    assert clock.expired() is None and not clock.workload_ready.is_set()
+    assert clock.on_attached() == "attached"
+    now[0] += 6
+    clock.on_compiling()  # a second BPF() later: its compile time does not count either
+    now[0] += 100
+    clock.on_compiled()
+    assert clock.expired() is None
+    now[0] += 4.5
+    assert clock.expired() == (protocol.TIMEOUT, 10)
+
+
+def test_clock_compile_limit(guest_modules, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(guest_modules.time, "monotonic", lambda: now[0])
+    stuck = guest_modules.RunClock(timeout=None, compile_timeout=60)
+    stuck.on_compiling()
+    now[0] = 61
+    assert stuck.expired() == (protocol.COMPILE_TIMEOUT, 60)
+    silent = guest_modules.RunClock(timeout=5, compile_timeout=60)
+    now[0] = 130
+    assert silent.expired() == (protocol.COMPILE_TIMEOUT, 60)  # never attached, never printed
+    free = guest_modules.RunClock(timeout=None, compile_timeout=60)
+    assert free.expired() is None  # no --timeout: a program that never attaches may run on
+
+
+def test_outbox_control_events_never_wait_for_a_stalled_host(guest_modules, monkeypatch):
+    monkeypatch.setattr(guest_modules, "OUTBOX_BYTES", 1000)
+    unblock = threading.Event()
+
+    class StalledHost:
+        def write(self, data):
+            unblock.wait()
+
+        def flush(self):
+            pass
+
+    box = guest_modules.Outbox(StalledHost(), on_host_gone=lambda: None)
+    box.data(b"o " + b"x" * 2000 + b"\n")  # taken by the writer, which now blocks
+    time.sleep(0.2)
+    box.data(b"o " + b"y" * 2000 + b"\n")  # queued: the outbox is now over its limit
+    blocked = threading.Thread(target=box.data, args=(b"o more\n",), daemon=True)
+    blocked.start()
+    blocked.join(0.5)
+    assert blocked.is_alive(), "program output must wait while the host does not read"
+    started = time.monotonic()
+    box.control(protocol.TIMEOUT, after=5)
+    assert time.monotonic() - started < 0.1
+    unblock.set()
+    blocked.join(5)
+    assert not blocked.is_alive()
+
+
+def test_outbox_reports_a_vanished_host(guest_modules):
+    gone = threading.Event()
+
+    class ClosedPipe:
+        def write(self, data):
+            raise BrokenPipeError
+
+        def flush(self):
+            pass
+
+    box = guest_modules.Outbox(ClosedPipe(), on_host_gone=gone.set)
+    box.data(b"o hi\n")
+    assert gone.wait(5) and box.host_gone.is_set()
+    box.data(b"o " + b"z" * 10_000_000 + b"\n")  # dropped, never waits
+
+
+def test_stale_vm_state_after_a_host_reboot(tmp_path, monkeypatch):
+    import json
+
+    from ebpf_lab.vm import embedded
+
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded, "_alive", lambda pid: True)  # as if some process had that pid again
+    embedded.vm_dir().mkdir(parents=True)
+    me = os.getpid()
+    base = {"pid": me, "port": 1, "accel": "tcg", "image_dir": "/x", "console": "c", "qmp": "q", "started": 0}
+    (embedded.vm_dir() / "state.json").write_text(json.dumps({**base, "boot_id": "another-boot", "pid_start": 1}))
+    assert embedded.state() is None and not (embedded.vm_dir() / "state.json").exists()
+    (embedded.vm_dir() / "state.json").write_text(json.dumps(
+        {**base, "boot_id": embedded._boot_id(), "pid_start": embedded._start_time(me) + 1}))
+    assert embedded.state() is None
+    (embedded.vm_dir() / "state.json").write_text(json.dumps(
+        {**base, "boot_id": embedded._boot_id(), "pid_start": embedded._start_time(me)}))
+    assert embedded.state().pid == me
