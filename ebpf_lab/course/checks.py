@@ -57,7 +57,7 @@ def check_setup(lab: Lab) -> Verdict:
 
 def check_kprobe_exercise(lab: Lab, answer: str) -> Verdict:
     """The exercise: a kprobe on the openat syscall that prints 'open!' with bpf_trace_printk."""
-    verdict, run = _run_answer(lab, answer, timeout=8, load=["alice:3:/bin/cat /etc/hostname"])
+    verdict, run = _run_answer(lab, answer, timeout=8, workload=["alice:3:/bin/cat /etc/hostname"])
     if verdict is not None:
         return verdict
     opens = sum("open!" in line.text for line in run.lines)
@@ -75,7 +75,7 @@ def check_kprobe_exercise(lab: Lab, answer: str) -> Verdict:
 
 def check_map_exercise(lab: Lab, answer: str) -> Verdict:
     """The exercise: count openat calls per UID in a BPF_HASH and print 'UID count' lines."""
-    verdict, run = _run_answer(lab, answer, timeout=9, load=["alice:4:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
+    verdict, run = _run_answer(lab, answer, timeout=9, workload=["alice:4:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
     if verdict is not None:
         return verdict
     counts: dict[int, int] = {}
@@ -95,7 +95,7 @@ def check_ringbuf_exercise(lab: Lab, answer: str) -> Verdict:
     if "BPF_RINGBUF_OUTPUT" not in answer and TODO not in answer:
         return Verdict(False, "declare the ring buffer with BPF_RINGBUF_OUTPUT(name, pages)")
     verdict, run = _run_answer(lab, answer, timeout=9,
-                               load=["alice:3:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
+                               workload=["alice:3:/bin/cat /etc/hostname", "bob:2:/bin/cat /etc/hostname"])
     if verdict is not None:
         return verdict
     hits = sum("/etc/hostname" in line.text for line in run.lines if line.stream == "stdout")
@@ -110,7 +110,7 @@ def check_ringbuf_exercise(lab: Lab, answer: str) -> Verdict:
 
 def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
     """The exercise: tail-call from raw sys_enter into a program that prints 'openat!' for openat only."""
-    verdict, run = _run_answer(lab, answer, timeout=10, load=["alice:3:/bin/cat /etc/hostname"])
+    verdict, run = _run_answer(lab, answer, timeout=10, workload=["alice:3:/bin/cat /etc/hostname"])
     if verdict is not None:
         return verdict
     hits = sum("openat!" in line.text for line in run.lines)

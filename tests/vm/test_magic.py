@@ -13,7 +13,10 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from nbclient import NotebookClient
 
+from IPython.core.error import UsageError
+
 from ebpf_lab import ProgramFailed
+from ebpf_lab.errors import Interrupted
 from tests.programs import HASH_MAP, HELLO
 
 
@@ -41,36 +44,85 @@ class TimedWriter:
         return "".join(s for _, s in self.writes)
 
 
+def stop_when(shell, predicate, deadline=300):
+    """From another thread, end the cell's run (as --timeout would) once `predicate(run)` holds."""
+    def watch():
+        end = time.time() + deadline
+        while time.time() < end:
+            run = shell.user_ns.get("_bcc_run")
+            if run is not None and not run.done and run.wait_for(predicate, 1):
+                run.stop()
+                return
+            time.sleep(0.1)
+    shell.user_ns.pop("_bcc_run", None)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def id_counts(text: str) -> dict[int, int]:
+    lines = [l for l in text.splitlines() if l.startswith("ID")]
+    return {int(u): int(c) for u, c in re.findall(r"ID (\d+): (\d+)", lines[-1])} if lines else {}
+
+
 def test_hash_map_cell_streams_counts_for_two_users(shell, lab, clean_kernel, monkeypatch):
     out = TimedWriter()
     monkeypatch.setattr(sys, "stdout", out)
-    shell.run_cell_magic("bcc", "--timeout 10 --load alice:5 --load bob:3", HASH_MAP)
+    stop_when(shell, lambda r: (c := id_counts(r.stdout)).get(1001, 0) >= 5 and c.get(1002, 0) >= 3)
+    shell.run_cell_magic("bcc", "--load alice:5 --load bob:3", HASH_MAP)
     run = shell.user_ns["_bcc_run"]
-    lines = [l for l in out.text.splitlines() if l.startswith("ID")]
-    assert len(lines) >= 2, out.text
-    counts = {int(u): int(c) for u, c in re.findall(r"ID (\d+): (\d+)", lines[-1])}
-    assert counts[1001] >= 5 and counts[1002] >= 3
+    counts = id_counts(out.text)
+    assert counts[1001] >= 5 and counts[1002] >= 3, out.text
     first_count_at = next(t for t, s in out.writes if s.startswith("ID"))
-    assert first_count_at < run.ended_at - 3, "counts must appear while the program runs, not at the end"
-    assert "[stopped after --timeout 10 s]" in out.text
+    assert first_count_at < run.ended_at, "counts must appear while the program runs, not at the end"
+    assert re.search(r"^compiled in \d+\.\d s$", out.text, re.M), out.text
+
+
+def test_timeout_counts_after_the_compile(shell, lab, clean_kernel, capsys):
+    shell.run_cell_magic("bcc", "--timeout 2 --load alice:2", HELLO)
+    out = capsys.readouterr().out
+    assert out.count("Hello, World!") >= 2 and "[stopped after --timeout 2 s of running]" in out
+
+
+def interrupt_when(shell, predicate, times=1):
+    def interrupt():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            run = shell.user_ns.get("_bcc_run")
+            if run is not None and not run.done and predicate(run):
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)  # what Jupyter's stop button does
+                    time.sleep(0.05)
+                return
+            time.sleep(0.1)
+    shell.user_ns.pop("_bcc_run", None)
+    threading.Thread(target=interrupt, daemon=True).start()
 
 
 def test_interrupting_the_cell_stops_the_program(shell, lab, clean_kernel):
-    def interrupt_when_attached():
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            run = shell.user_ns.get("_bcc_run")
-            if run is not None and not run.done and any(e["k"] == "attached" for e in run.events):
-                os.kill(os.getpid(), signal.SIGINT)  # what Jupyter's interrupt button does
-                return
-            time.sleep(0.1)
-
-    shell.user_ns.pop("_bcc_run", None)
-    threading.Thread(target=interrupt_when_attached, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
+    interrupt_when(shell, lambda r: r.has_event("attached"))
+    with pytest.raises(Interrupted) as info:
         shell.run_cell_magic("bcc", "", HELLO)
     run = shell.user_ns["_bcc_run"]
     assert run.done and run.interrupted
+    assert info.value._render_traceback_() == [
+        "interrupted: the program was stopped in the VM and its BPF programs unloaded"]
+
+
+def test_ctrl_c_twice_still_unloads_everything(shell, lab, clean_kernel):
+    source = HELLO.replace("b.trace_print()", "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                              "time.sleep(600)\n")
+    interrupt_when(shell, lambda r: r.has_event("attached"), times=3)
+    with pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("bcc", "", source)
+    assert shell.user_ns["_bcc_run"].done
+
+
+def test_an_unknown_view_is_refused_before_anything_runs(shell, lab):
+    shell.user_ns.pop("_bcc_run", None)
+    with pytest.raises(UsageError, match="no live view named 'nochart'"):
+        shell.run_cell_magic("bcc", "--attach nochart", HELLO)
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        shell.run_cell_magic("bcc", "--timeout 0", HELLO)
+    assert "_bcc_run" not in shell.user_ns
 
 
 def test_output_is_capped_in_the_cell(shell, lab, capsys):
@@ -91,8 +143,8 @@ def test_compile_error_is_raised_with_cell_line(shell, lab):
 def test_in_a_jupyter_kernel(lab, clean_kernel, tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("%load_ext ebpf_lab"),
-                nbformat.v4.new_code_cell("%%bcc --timeout 10 --load alice:4 --load bob:2\n" + HASH_MAP)]
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+                nbformat.v4.new_code_cell("%%bcc --timeout 20 --load alice:4 --load bob:2\n" + HASH_MAP)]
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for o in nb.cells[1].outputs)
-    counts = {int(u): int(c) for u, c in re.findall(r"ID (\d+): (\d+)", text.splitlines()[-2])}
+    counts = id_counts(text)
     assert counts.get(1001, 0) >= 4 and counts.get(1002, 0) >= 2, text

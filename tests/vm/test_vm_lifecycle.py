@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -45,9 +46,36 @@ def test_up_status_ssh_down(own_cache):
     # Only key auth: the VM's sshd refuses passwords.
     conf = cli("vm", "ssh", "sshd", "-T", env=own_cache).stdout
     assert "passwordauthentication no" in conf and "permitrootlogin without-password" in conf
+    # A vanished host is noticed within ~15 s, so its run is stopped and unloaded.
+    assert "clientaliveinterval 5" in conf and "clientalivecountmax 3" in conf
     assert cli("vm", "down", env=own_cache).stdout.strip() == "lab VM stopped"
     after = cli("vm", "status", env=own_cache)
     assert after.returncode == 3 and "not running (start it with: ebpf-lab vm up)" in after.stdout
+
+
+def test_two_vm_ups_at_once_start_one_vm(own_cache):
+    ups = [subprocess.Popen([sys.executable, "-m", "ebpf_lab", "vm", "up"], env={**os.environ, **own_cache},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in ups]
+    assert [p.returncode for p in ups] == [0, 0], results
+    qemus = subprocess.run(["pgrep", "-f", f"qemu-system.*{own_cache['EBPF_LAB_CACHE']}/vm/"],
+                           capture_output=True, text=True).stdout.split()
+    assert len(qemus) == 1, qemus
+
+
+def test_the_guest_cannot_reach_the_hosts_loopback(lab):
+    """Notebook code is root in the VM; it must not reach e.g. the Jupyter server on the host's 127.0.0.1."""
+    if lab.target.kind != "embedded":
+        pytest.skip("the embedded VM's network only")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        probe = (f"import socket\ntry:\n    socket.create_connection(('10.0.2.2', {port}), timeout=5)\n"
+                 "    print('reached')\nexcept OSError as e:\n    print('blocked', e)\n")
+        out = lab.sh(f"python3 -c {shlex.quote(probe)}")
+    assert out.startswith("blocked"), out
+    assert lab.sh("echo ssh still works").strip() == "ssh still works"
 
 
 def test_ssh_is_forwarded_on_loopback_only(lab):

@@ -31,15 +31,18 @@ class Channel:
         self.sock = sock
         self._buf = bytearray()
         self._lock = threading.Lock()
+        self._batch = True
         self._start_flusher()
-        os.register_at_fork(before=self._lock.acquire, after_in_parent=self._lock.release,
+        # Late-bound: the child replaces its lock, and a later fork in the child must use the new one.
+        os.register_at_fork(before=lambda: self._lock.acquire(), after_in_parent=lambda: self._lock.release(),
                             after_in_child=self._after_fork_in_child)
 
     def _after_fork_in_child(self):
-        # The child starts empty (the parent sends what it had) with a fresh lock and its own flusher.
+        # The child starts empty (the parent sends what it had) with a fresh lock. It sends each record
+        # at once: forked children often end with os._exit(), which would lose a batch still buffered.
         self._buf = bytearray()
         self._lock = threading.Lock()
-        self._start_flusher()
+        self._batch = False
 
     def _start_flusher(self):
         threading.Thread(target=self._flush_periodically, daemon=True).start()
@@ -54,7 +57,7 @@ class Channel:
             if self._buf and len(self._buf) + len(data) > BATCH_BYTES:
                 self._send_locked()
             self._buf += data
-            if urgent or len(self._buf) >= BATCH_BYTES:
+            if urgent or not self._batch or len(self._buf) >= BATCH_BYTES:
                 self._send_locked()
 
     def flush(self):

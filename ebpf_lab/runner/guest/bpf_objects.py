@@ -82,7 +82,7 @@ def left_over(before, settle=3.0):
 def describe(kind, obj_id):
     info = {"kind": kind, "id": obj_id}
     try:
-        out = subprocess.run(["bpftool", "-j", kind, "show", "id", str(obj_id)], capture_output=True,
+        out = subprocess.run(["bpftool", "-j", "-f", kind, "show", "id", str(obj_id)], capture_output=True,
                              timeout=10).stdout
         shown = json.loads(out or b"{}")
     except (OSError, ValueError, subprocess.TimeoutExpired):

@@ -190,6 +190,7 @@ class Supervisor:
         self.outbox = Outbox(stream, on_host_gone=lambda: self.stop_async(None))
         self.done = threading.Event()
         self.stopping = threading.Event()
+        self.killed = False
         self.cgroup = None
         self.child = None
 
@@ -245,6 +246,8 @@ class Supervisor:
         return status
 
     def finish(self, status, left):
+        if self.killed:
+            self.outbox.control(protocol.KILLED, after=self.header.grace)
         if left:
             self.outbox.control(protocol.LEFT_LOADED, objects=left)
         self.outbox.control(protocol.EXIT, status=status)
@@ -319,8 +322,8 @@ class Supervisor:
         if event:
             self.outbox.control(event[0], after=event[1])
         if not self.done.wait(self.header.grace):
+            self.killed = True  # reported by finish(), before the exit event
             self.kill_all()
-            self.outbox.control(protocol.KILLED, after=self.header.grace)
 
     def stop_async(self, event):
         threading.Thread(target=self.stop, args=(event,), daemon=True).start()
