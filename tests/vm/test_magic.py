@@ -73,7 +73,7 @@ def test_hash_map_cell_streams_counts_for_two_users(shell, lab, clean_kernel, mo
     assert counts[1001] >= 5 and counts[1002] >= 3, out.text
     first_count_at = next(t for t, s in out.writes if s.startswith("ID"))
     assert first_count_at < run.ended_at, "counts must appear while the program runs, not at the end"
-    assert re.search(r"^compiled in \d+\.\d s$", out.text, re.M), out.text
+    assert re.search(r"(^|\r)compiled in \d+\.\d s\n", out.text), out.text
 
 
 def test_timeout_counts_after_the_compile(shell, lab, clean_kernel, capsys):
