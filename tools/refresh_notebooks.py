@@ -4,11 +4,11 @@
 
 nbval compares each cell's fresh output with the saved one, so after changing a cell (or
 what the runner prints) the saved outputs must be refreshed. Streams are saved the way a
-frontend shows them: a carriage return overwrites its line (the compile progress line).
+frontend shows them (merged per stream, a carriage return overwriting its line, as the
+compile progress line does), which is also how nbval compares them.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -16,20 +16,12 @@ import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-OVERWRITTEN = re.compile(r"^.*\r(?=[^\n])", re.M)
-
-
-def settle_streams(nb: nbformat.NotebookNode) -> None:
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream":
-                output["text"] = OVERWRITTEN.sub("", output["text"])
 
 
 def refresh(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    settle_streams(nb)
+    NotebookClient(nb, timeout=900, kernel_name="python3", coalesce_streams=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     nbformat.write(nb, path)
     print(f"refreshed {path.name}")
 

@@ -212,3 +212,40 @@ def test_stale_vm_state_after_a_host_reboot(tmp_path, monkeypatch):
     (embedded.vm_dir() / "state.json").write_text(json.dumps(
         {**base, "boot_id": embedded._boot_id(), "pid_start": embedded._start_time(me)}))
     assert embedded.state().pid == me
+
+
+def test_image_builds_leave_no_debris_and_spare_the_running_image(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ebpf_lab.errors import ImageBuildFailed
+    from ebpf_lab.vm import embedded, image
+
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    images = image.images_dir()
+    for name in (".build-aaaa-x1", "old1", "inuse", "current"):
+        (images / name).mkdir(parents=True)
+        (images / name / "lab.img").write_bytes(b"\0" * 10)
+    image._remove_stale_builds()  # what a crash or a reboot left behind
+    assert not (images / ".build-aaaa-x1").exists()
+    monkeypatch.setattr(embedded, "state", lambda: SimpleNamespace(image_dir=str(images / "inuse")))
+    image._remove_unused_images(keep="current")
+    assert sorted(p.name for p in images.iterdir()) == ["current", "inuse"]
+    with pytest.raises(ImageBuildFailed, match="ebpf-lab vm down"):
+        image._refuse_if_in_use(images / "inuse")
+    image._refuse_if_in_use(images / "current")
+
+
+def test_an_interrupted_build_removes_its_work_dir(tmp_path, monkeypatch):
+    from ebpf_lab.vm import image
+
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(image.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def interrupted(key, work, final, log):
+        (work / "lab.img").write_bytes(b"\0" * 1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image, "_build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        image.build_image(log=lambda *_: None)
+    assert not list(image.images_dir().glob(".build-*"))

@@ -125,7 +125,8 @@ def test_ssh_refused_is_one_line_with_fix(tmp_path, monkeypatch):
 def test_program_not_found(lab):
     r = cli("run", "/no/such/program.py")
     assert r.returncode == 2 and r.stderr.strip() == (
-        "ebpf-lab: no such program: /no/such/program.py — give the path of a BCC Python file on this machine")
+        "ebpf-lab: no such program: /no/such/program.py — give the path of a BCC Python file on this machine, "
+        "or vm:/path for one in the lab VM")
 
 
 def test_provisioning_script_is_idempotent_on_a_running_machine(lab):
