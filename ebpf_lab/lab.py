@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shlex
 import sys
 import tarfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .errors import BadArgument, Interrupted
 from .paths import cache_dir
 from .runner import protocol
-from .runner.follow import CompileProgress, LivePrinter
+from .runner.follow import CompileProgress, LivePrinter, drain
 from .runner.run import Run
 from .runner.workload import Workload
 from .transport.ssh import SshTransport
@@ -98,25 +97,18 @@ class Lab:
         printed live (progress on stderr); Ctrl-C stops the program in the VM and raises `Interrupted`."""
         run = self.start(source, timeout=timeout, compile_timeout=compile_timeout, workload=workload, argv=argv,
                          filename=filename)
-        printer = progress = None
-        if echo:
-            def write(stream):
-                return lambda text: (stream.write(text), stream.flush())
-
-            printer = LivePrinter(run, write(sys.stdout), write(sys.stderr))
-            live = sys.stderr.isatty()
-            progress = CompileProgress(run, write(sys.stderr), live=live, rewrite="\r\x1b[K" if live else "\r")
+        show = _echo(run) if echo else lambda: None
         try:
             while not run.done:
                 run.wait(0.1)
-                _follow(printer, progress)
+                show()
         except KeyboardInterrupt:
             run.interrupt()
-            _follow(printer, progress)
-            _warn(run, echo)
             raise Interrupted(run.stopped_message()) from None
-        _follow(printer, progress)
-        _warn(run, echo)
+        finally:
+            show()
+            for warning in run.warnings() if echo else ():
+                print(f"ebpf-lab: warning: {warning}", file=sys.stderr)
         if check:
             run.raise_for_status()
         return run
@@ -156,19 +148,15 @@ class Lab:
         return {p["id"] for p in self.bpftool("prog", "list") or []}
 
 
-def _follow(printer: LivePrinter | None, progress: CompileProgress | None) -> None:
-    if printer is None or progress is None:
-        return
-    out, err = printer.take()
-    if out or err:
-        progress.break_line()
-        printer.print(out, err)
-    progress.tick()
+def _echo(run: Run) -> Callable[[], None]:
+    """A function that prints what the run printed since its last call, and the compile progress on stderr."""
+    def write(stream):
+        return lambda text: (stream.write(text), stream.flush())
 
-
-def _warn(run: Run, echo: bool) -> None:
-    for warning in run.warnings() if echo else ():
-        print(f"ebpf-lab: warning: {warning}", file=sys.stderr)
+    live = sys.stderr.isatty()
+    printer = LivePrinter(run, write(sys.stdout), write(sys.stderr))
+    progress = CompileProgress(run, write(sys.stderr), live=live, rewrite="\r\x1b[K" if live else "\r")
+    return lambda: drain(printer, progress)
 
 
 def _new_log_path() -> Path:

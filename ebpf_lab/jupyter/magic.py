@@ -12,7 +12,7 @@ from IPython.display import display
 from ..errors import BadArgument, Interrupted
 from ..lab import connect
 from ..runner.protocol import DEFAULT_COMPILE_TIMEOUT
-from ..runner.follow import CompileProgress, LivePrinter
+from ..runner.follow import CompileProgress, LivePrinter, drain
 from ..runner.run import Run
 
 FLUSH_SECONDS = 0.1
@@ -87,14 +87,14 @@ class BccMagics(Magics):
                 detach.append(view.attach(run))
             while not run.done:
                 run.wait(FLUSH_SECONDS)
-                _drain(printer, progress)
+                drain(printer, progress)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             with run.ctrl_c_hurries():  # a second Ctrl-C cannot abandon the clean-up
                 if not run.done:
                     run.interrupt()
-                _drain(printer, progress)
+                drain(printer, progress)
                 printer.unsubscribe()
                 for stop in detach:
                     stop()
@@ -108,14 +108,6 @@ class BccMagics(Magics):
                     print(f"warning: {warning}", file=sys.stderr)
         if interrupted:
             raise Interrupted(run.stopped_message())
-
-
-def _drain(printer: LivePrinter, progress: CompileProgress) -> None:
-    out, err = printer.take()
-    if out or err:
-        progress.break_line()
-        printer.print(out, err)
-    progress.tick()
 
 
 def register(ipython) -> None:

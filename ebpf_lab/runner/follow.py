@@ -58,16 +58,18 @@ class CompileProgress:
         self._rewrite = rewrite     # "\r" in a notebook; a terminal also needs "erase to end of line"
         self._pending = False       # a progress line without its newline is on screen
         self._shown: int | None = None
-        self._reported = 0          # compile results already written
+        self._seen = 0              # run events already looked at
 
     def tick(self) -> None:
-        compiled = [e for e in list(self.run.events) if e.get("kind") == protocol.COMPILED]
-        for event in compiled[self._reported:]:
+        new = self.run.events[self._seen:]
+        self._seen += len(new)
+        for event in new:
+            if event.get("kind") != protocol.COMPILED:
+                continue
             if event.get("ok"):
                 self._line(f"compiled in {float(event.get('seconds') or 0):.1f} s", end=True)
             else:
                 self.break_line()
-        self._reported = len(compiled)
         seconds = self.run.compiling_for
         if seconds is None:
             return
@@ -90,3 +92,12 @@ class CompileProgress:
         self._pending = not end
         if end:
             self._shown = None
+
+
+def drain(printer: LivePrinter, progress: CompileProgress) -> None:
+    """Print what arrived since the last call, then bring the progress line up to date."""
+    out, err = printer.take()
+    if out or err:
+        progress.break_line()
+        printer.print(out, err)
+    progress.tick()

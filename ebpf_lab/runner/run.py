@@ -57,10 +57,10 @@ class Run:
         self.source = source
         self.timeout = timeout
         self.log_path = log_path
-        self.lines: deque[Line] = deque(maxlen=max_lines)
-        self.records: deque[Record] = deque(maxlen=max_records)
-        self.line_count = 0
-        self.record_count = 0
+        self._kept_lines = _Kept(max_lines)
+        self._kept_records = _Kept(max_records)
+        self.lines: deque[Line] = self._kept_lines.items
+        self.records: deque[Record] = self._kept_records.items
         self.events: list[dict] = []
         self.status: int | None = None
         self.timed_out = False
@@ -82,10 +82,6 @@ class Run:
         self._refused: dict | None = None
         self._max_memory = max_memory_bytes
         self._max_log = max_log_bytes
-        self._sizes: deque[int] = deque()  # bytes of each line, then of each record, in memory
-        self._line_bytes = 0
-        self._record_sizes: deque[int] = deque()
-        self._record_bytes = 0
         self._log_bytes = 0
         self._subs: dict[str, list[Callable]] = {"line": [], "record": [], "event": []}
         self._done = threading.Event()
@@ -99,6 +95,14 @@ class Run:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def line_count(self) -> int:
+        return self._kept_lines.count
+
+    @property
+    def record_count(self) -> int:
+        return self._kept_records.count
 
     @property
     def dropped_lines(self) -> int:
@@ -337,33 +341,19 @@ class Run:
             self.first_output_at = time.time()
         if line.stream == "stderr":
             self._stderr.append(line.text)
-        with self._lock:
-            self.line_count += 1
-            if len(self.lines) == self.lines.maxlen:
-                self._line_bytes -= self._sizes.popleft()
-            self.lines.append(line)
-            self._sizes.append(size)
-            self._line_bytes += size
-            while self._line_bytes + self._record_bytes > self._max_memory and len(self.lines) > 1:
-                self.lines.popleft()
-                self._line_bytes -= self._sizes.popleft()
-            for cb in self._subs["line"]:
-                self._call(cb, line)
-        self._notify()
+        self._keep(self._kept_lines, line, size, self._subs["line"])
 
     def _on_record(self, record: Record, size: int) -> None:
+        self._keep(self._kept_records, record, size, self._subs["record"])
+
+    def _keep(self, kept: "_Kept", item: object, size: int, subscribers: list[Callable]) -> None:
         with self._lock:
-            self.record_count += 1
-            if len(self.records) == self.records.maxlen:
-                self._record_bytes -= self._record_sizes.popleft()
-            self.records.append(record)
-            self._record_sizes.append(size)
-            self._record_bytes += size
-            while self._line_bytes + self._record_bytes > self._max_memory and len(self.records) > 1:
-                self.records.popleft()
-                self._record_bytes -= self._record_sizes.popleft()
-            for cb in self._subs["record"]:
-                self._call(cb, record)
+            kept.append(item, size)
+            # Lines and records share one memory budget; the newest item of each kind always stays.
+            while self._kept_lines.bytes + self._kept_records.bytes > self._max_memory and len(kept.items) > 1:
+                kept.drop_oldest()
+            for cb in subscribers:
+                self._call(cb, item)
         self._notify()
 
     def _on_event(self, event: dict) -> None:
@@ -393,6 +383,28 @@ class Run:
             for cb in self._subs["event"]:
                 self._call(cb, event)
         self._notify()
+
+
+class _Kept:
+    """The newest items of one kind, capped by count, with their total size for the memory budget."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque = deque(maxlen=maxlen)
+        self._sizes: deque[int] = deque()
+        self.bytes = 0
+        self.count = 0  # every item ever appended, kept or not
+
+    def append(self, item: object, size: int) -> None:
+        if len(self.items) == self.items.maxlen:
+            self.bytes -= self._sizes.popleft()  # the deque drops its oldest item itself
+        self.items.append(item)
+        self._sizes.append(size)
+        self.bytes += size
+        self.count += 1
+
+    def drop_oldest(self) -> None:
+        self.items.popleft()
+        self.bytes -= self._sizes.popleft()
 
 
 def _describe_object(obj: dict) -> str:

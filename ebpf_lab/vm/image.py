@@ -83,12 +83,6 @@ def require_image() -> Image:
 
 def build_image(force: bool = False, log: Callable[[str], None] = print) -> Image:
     """Build the image unless an image with the same inputs is cached; drop stale images."""
-    existing = find_image()
-    if existing and not force:
-        log(f"image up to date: {existing.dir}")
-        return existing
-    if shutil.which("mmdebstrap") is None:
-        raise ImageBuildFailed("mmdebstrap is not installed", "run: sudo apt-get install mmdebstrap e2fsprogs")
     key = image_key()
     final = images_dir() / key
     images_dir().mkdir(parents=True, exist_ok=True)
@@ -98,6 +92,8 @@ def build_image(force: bool = False, log: Callable[[str], None] = print) -> Imag
         if existing and not force:
             log(f"image up to date: {existing.dir}")
             return existing
+        if shutil.which("mmdebstrap") is None:
+            raise ImageBuildFailed("mmdebstrap is not installed", "run: sudo apt-get install mmdebstrap e2fsprogs")
         _refuse_if_in_use(final)
         _remove_stale_builds()
         work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=images_dir()))

@@ -3,7 +3,6 @@ and the guest supervisor's clock and outbox (imported here as the guest imports 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path

@@ -28,10 +28,10 @@ def create(name):
     return path
 
 
-def join(path, pid=0):
-    """Move `pid` (0: the caller) into the cgroup; children it starts afterwards are born inside."""
+def join(path):
+    """Move the calling process into the cgroup; children it starts afterwards are born inside."""
     with open(os.path.join(path, "cgroup.procs"), "w") as f:
-        f.write(str(pid or os.getpid()))
+        f.write(str(os.getpid()))
 
 
 def populated(path):
@@ -43,18 +43,15 @@ def populated(path):
 
 
 def kill(path, wait=5.0):
-    """SIGKILL everything in the cgroup and wait until it is empty; True if it emptied."""
+    """SIGKILL everything in the cgroup and wait (up to `wait` s) until it is empty."""
     try:
         with open(os.path.join(path, "cgroup.kill"), "w") as f:
             f.write("1")
     except OSError:
-        return not populated(path)
+        return
     deadline = time.monotonic() + wait
-    while populated(path):
-        if time.monotonic() > deadline:
-            return False
+    while populated(path) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return True
 
 
 def remove(path):

@@ -112,7 +112,6 @@ class RunClock:
         self.paused = 0.0
         self.attaching = 0
         self.last_attach = 0.0
-        self.running = threading.Event()
         self.workload_ready = threading.Event()  # attached a probe, or printed while not compiling
         self._lock = threading.Lock()
 
@@ -162,7 +161,6 @@ class RunClock:
         if self.running_since is not None:
             return None
         self.running_since = now
-        self.running.set()
         return reason
 
     def expired(self):
@@ -278,9 +276,7 @@ class Supervisor:
                         self.note_output()
 
     def note_output(self):
-        reason = self.clock.on_output()
-        if reason:
-            self.outbox.control(protocol.RUNNING, reason=reason)
+        self.report_running(self.clock.on_output())
 
     def note_control(self, line):
         try:
@@ -298,6 +294,10 @@ class Supervisor:
             self.clock.on_attaching()
         elif kind == protocol.ATTACHED:
             reason = self.clock.on_attached()
+        self.report_running(reason)
+
+    def report_running(self, reason):
+        """Tell the host the --timeout clock has started (`reason` is set only the first time)."""
         if reason:
             self.outbox.control(protocol.RUNNING, reason=reason)
 
