@@ -35,12 +35,32 @@ def test_hello_kprobe_line_arrives_while_execs_happen(lab, clean_kernel):
     assert kinds.index("compiled") < kinds.index("running") < kinds.index("workload")
 
 
+TIMED = r'''import time
+from bcc import BPF
+t0 = time.monotonic()
+b = BPF(text="""
+#include <linux/sched.h>
+int hello(void *ctx) { return 0; }
+""")
+t1 = time.monotonic()  # compiled; the run's clock can only start after this
+b.attach_kprobe(event=b.get_syscall_fnname("execve"), fn_name="hello")
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print(f"compiled in {t1 - t0:.3f} s, then ran {time.monotonic() - t1:.3f} s")
+'''
+
+
 def test_timeout_counts_from_attach_not_from_start(lab, clean_kernel):
-    """A 3 s timeout with a compile that takes longer than that under emulation: the program still runs 3 s."""
-    slow = HELLO.replace('program = r"""', 'program = r"""\n#include <linux/sched.h>')
-    run = lab.run(slow, timeout=3, workload=["alice:2"], echo=False)
-    assert run.timed_out and run.status == 130
-    assert run.compile_seconds > 0 and hellos(run) >= 2, list(run.lines)
+    """A 3 s timeout and a compile that may take longer: the program still gets its 3 s of running.
+
+    Both times are measured in the VM and only a lower bound is asserted, so no machine is too slow for it.
+    """
+    run = lab.run(TIMED, timeout=3, echo=False)
+    assert run.timed_out and run.status == 0
+    compiled, ran = map(float, re.fullmatch(r"compiled in ([\d.]+) s, then ran ([\d.]+) s", run.stdout).groups())
+    assert compiled > 0 and ran >= 3, run.stdout
     running = next(e for e in run.events if e["kind"] == "running")
     assert running["reason"] in ("attached", "loaded")
 
@@ -51,7 +71,7 @@ def test_compile_limit_stops_a_compile_that_never_ends(lab, clean_kernel):
               'BPF(text="#include \\"/run/ebpf-lab/' + '{cwd}' + '/never\\"\\nint f(void *c) { return 0; }")\n')
     source = source.replace("/run/ebpf-lab/{cwd}/never", "never")
     with pytest.raises(ProgramFailed) as info:
-        lab.run(source, timeout=5, compile_timeout=4, echo=False)
+        lab.run(source, compile_timeout=4, echo=False)  # no --timeout: only the compile itself is limited
     assert "did not get running within the 4 s compile limit (bcc was still compiling)" in str(info.value)
 
 
