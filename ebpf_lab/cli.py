@@ -30,6 +30,8 @@ def _vm(args: argparse.Namespace) -> int:
         print(f"image:   {built.dir if built else 'not built (run: ebpf-lab vm build)'}")
         if st:
             print(f"vm:      running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})")
+            if embedded.run_state(st) != "running" or not embedded.answers_ssh(st):
+                print(f"         not answering: {embedded.diagnose()}")
             if not built or st.image.dir != built.dir:
                 print("         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up")
         else:

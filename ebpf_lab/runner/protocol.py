@@ -37,6 +37,7 @@ TIMEOUT = "timeout"          # after: the run time was used up; the program was 
 COMPILE_TIMEOUT = "compile_timeout"  # after: the program never got running within the compile limit
 KILLED = "killed"            # after: SIGINT was not enough; everything in the run's cgroup was killed
 LEFT_LOADED = "left_loaded"  # objects: BPF programs/maps created by the run still loaded after it
+LIMIT = "limit"              # memory, pids (counts), memory_max, pids_max: the run met its cgroup limits
 EXIT = "exit"                # status
 
 # Limits shared by both sides.

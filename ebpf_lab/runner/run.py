@@ -269,6 +269,8 @@ class Run:
                 objs = ", ".join(_describe_object(o) for o in event.get("objects", []))
                 found.append(f"still loaded after the run: {objs} (pinned or attached without a file "
                              "descriptor; remove it with bpftool, or rm its pin in /sys/fs/bpf)")
+            elif event.get("kind") == protocol.LIMIT:
+                found.extend(_describe_limits(event))
             elif event.get("kind") == protocol.WORKLOAD and event.get("error"):
                 found.append(f"workload as {event.get('user')} stopped: {event['error']}")
         if self.malformed_frames:
@@ -405,6 +407,17 @@ class _Kept:
     def drop_oldest(self) -> None:
         self.items.popleft()
         self.bytes -= self._sizes.popleft()
+
+
+def _describe_limits(event: dict) -> list[str]:
+    said = []
+    if event.get("memory"):
+        said.append(f"the run used all the memory it may use in the VM ({event['memory_max'] // 2**20} MiB) and "
+                    "the kernel killed it: look for a map, list or buffer that grows without end")
+    if event.get("pids"):
+        said.append(f"the run reached its limit of {event['pids_max']} processes: {event['pids']} fork(s) "
+                    "were refused; look for a loop that starts processes")
+    return said
 
 
 def _describe_object(obj: dict) -> str:

@@ -24,7 +24,7 @@ class SshTransport:
     def argv(self, command: str, as_root: bool = True) -> list[str]:
         t = self.target
         opts = [
-            "BatchMode=yes", "LogLevel=ERROR", "ConnectTimeout=10",
+            "BatchMode=yes", "LogLevel=ERROR", "ConnectTimeout=30",
             "ServerAliveInterval=5", "ServerAliveCountMax=3",
             "ControlMaster=auto", f"ControlPath={self._control_path}", "ControlPersist=600",
             "IdentitiesOnly=yes",
@@ -64,7 +64,8 @@ class SshTransport:
 
     def unreachable(self, stderr: bytes) -> SshFailed:
         last = (stderr.decode(errors="replace").strip().splitlines() or ["no answer"])[-1]
-        return SshFailed(f"cannot reach the lab VM over ssh ({self.target.kind}, port {self.target.port}): {last}",
+        why = f"; {self.target.diagnose()}" if self.target.diagnose else ""
+        return SshFailed(f"cannot reach the lab VM over ssh ({self.target.kind}, port {self.target.port}): {last}{why}",
                          "check it with: ebpf-lab vm status (restart: ebpf-lab vm down && ebpf-lab vm up)")
 
     def copy_in(self, data: bytes, remote_path: str) -> None:

@@ -1,8 +1,9 @@
 """Pick KVM when it really boots a guest, else software emulation (TCG); never hang.
 
 A /dev/kvm that opens is not enough: nested hypervisors (e.g. PVM) accept the ioctl
-and then hang the guest in early boot. So we boot the lab kernel under KVM once and
-wait for its first console line; the verdict is cached per host kernel and qemu.
+and then hang the guest in early boot. So we boot the lab kernel under KVM once, to the
+end of its boot; the verdict is cached per host kernel and qemu. Should the whole VM still
+fail to come up under KVM, `vm up` falls back to TCG and caches that instead.
 """
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def _host_id(qemu: str) -> str:
 
 
 def kvm_boots(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
-    """Boot `kernel` under KVM until it prints its banner; False on error or silence."""
-    cmd = [qemu, *KVM_ARGS, "-m", "256", "-display", "none", "-no-reboot", "-serial", "stdio",
+    """Boot `kernel` under KVM, as many CPUs as the lab VM, to the end of its boot; False on error or silence.
+
+    With no root disk the kernel's last word is the panic "VFS: Unable to mount root fs": reaching it
+    means CPU bring-up, timers and interrupts worked, which is where nested hypervisors hang.
+    """
+    cmd = [qemu, *KVM_ARGS, "-m", "256", "-smp", "2", "-display", "none", "-no-reboot", "-serial", "stdio",
            "-monitor", "none", "-kernel", str(kernel),
            "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 root=/dev/null"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -44,11 +49,13 @@ def kvm_boots(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
     seen = b""
     deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
+        while time.monotonic() < deadline:
             chunk = proc.stdout.read() or b""
             seen += chunk
-            if b"Linux version" in seen:
+            if b"Unable to mount root fs" in seen:
                 return True
+            if proc.poll() is not None and not chunk:
+                return False
             time.sleep(0.1)
         return False
     finally:
@@ -56,11 +63,22 @@ def kvm_boots(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
         proc.wait()
 
 
+def forced() -> str | None:
+    """EBPF_LAB_ACCEL=kvm|tcg, if set: the user's choice, never second-guessed."""
+    value = os.environ.get("EBPF_LAB_ACCEL")
+    return value if value in ("kvm", "tcg") else None
+
+
+def remember(qemu: str, accel: str) -> None:
+    """Cache the verdict for this host kernel and qemu."""
+    _cache_file().parent.mkdir(parents=True, exist_ok=True)
+    _cache_file().write_text(json.dumps({"host": _host_id(qemu), "accel": accel}))
+
+
 def choose_accel(qemu: str, kernel: Path) -> str:
     """'kvm' or 'tcg'. EBPF_LAB_ACCEL=kvm|tcg overrides the probe."""
-    forced = os.environ.get("EBPF_LAB_ACCEL")
-    if forced in ("kvm", "tcg"):
-        return forced
+    if forced():
+        return forced()
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
     host = _host_id(qemu)
@@ -71,6 +89,5 @@ def choose_accel(qemu: str, kernel: Path) -> str:
     except (OSError, ValueError, KeyError):
         pass
     accel = "kvm" if kvm_boots(qemu, kernel) else "tcg"
-    _cache_file().parent.mkdir(parents=True, exist_ok=True)
-    _cache_file().write_text(json.dumps({"host": host, "accel": accel}))
+    remember(qemu, accel)
     return accel

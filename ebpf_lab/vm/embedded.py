@@ -136,11 +136,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ssh_banner(port: int) -> bool:
+def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
     """qemu accepts on the forwarded port at once; only sshd's banner means the guest is up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            s.settimeout(1.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
             return s.recv(8).startswith(b"SSH-")
     except OSError:
         return False
@@ -186,6 +186,19 @@ def _up(log) -> VMState:
     image = require_image()
     ensure_key()
     accel = accel_mod.choose_accel(qemu, image.kernel)
+    try:
+        return _boot(image, accel, log)
+    except VMBootFailed as e:
+        if accel != "kvm" or accel_mod.forced():
+            raise
+        # The probe saw the kernel start under KVM, but the whole VM did not come up: some nested
+        # hypervisors fail later in boot. Software emulation is slower but works everywhere.
+        log(f"KVM did not bring the lab VM up ({e.message}); using software emulation (TCG) from now on")
+        accel_mod.remember(qemu, "tcg")
+        return _boot(image, "tcg", log)
+
+
+def _boot(image: Image, accel: str, log) -> VMState:
     port = _free_port()
     vm_dir().mkdir(parents=True, exist_ok=True)
     console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
@@ -216,14 +229,69 @@ def _up(log) -> VMState:
     return st
 
 
-def _qmp_quit(qmp: Path) -> None:
+def qmp(socket_path: Path, command: str) -> dict:
+    """One QMP command's answer (qemu's JSON monitor; events that arrive in between are skipped)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(2.0)
-        s.connect(str(qmp))
-        s.recv(4096)
-        s.sendall(b'{"execute":"qmp_capabilities"}\n')
-        s.recv(4096)
-        s.sendall(b'{"execute":"quit"}\n')
+        s.connect(str(socket_path))
+        answers = s.makefile("rb")
+        answers.readline()  # the greeting
+        for cmd in ("qmp_capabilities", command):
+            s.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
+            while "return" not in (answer := json.loads(answers.readline() or b'{"return": null}')) \
+                    and "error" not in answer:
+                pass
+        return answer
+
+
+# What qemu's run states mean for someone whose ssh just timed out.
+_RUN_STATES = {
+    "io-error": "qemu paused the guest because a write to its disk failed: is the host disk full? "
+                "(the VM's writes go to a temporary file under $TMPDIR or /var/tmp)",
+    "guest-panicked": "the guest kernel panicked",
+    "internal-error": "qemu stopped the guest after an internal error (see its log)",
+    "shutdown": "the guest has shut down",
+}
+
+
+def answers_ssh(st: VMState) -> bool:
+    """Does sshd greet within 5 s (what a busy emulated guest still manages)?"""
+    return _ssh_banner(st.port, timeout=5.0)
+
+
+def run_state(st: VMState) -> str:
+    """qemu's own word on the guest: 'running', 'paused', 'io-error', …, or why it could not be asked."""
+    try:
+        answer = qmp(Path(st.qmp), "query-status")
+    except (OSError, ValueError) as e:
+        return f"unknown (qemu's QMP socket did not answer: {e})"
+    return (answer.get("return") or {}).get("status", f"unknown ({answer})")
+
+
+def console_tail(st: VMState, lines: int = 10) -> list[str]:
+    """The guest's last console lines: kernel warnings (OOM, lockups, panics) and the init's messages."""
+    try:
+        text = Path(st.console).read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+
+
+def diagnose() -> str:
+    """Why the embedded VM might not answer, from qemu and the guest console (for error messages)."""
+    st = state()
+    if st is None:
+        return "its qemu process has ended"
+    status = run_state(st)
+    parts = [f"qemu (pid {st.pid}, {st.accel}) reports the guest {status}"]
+    if status in _RUN_STATES:
+        parts.append(_RUN_STATES[status])
+    elif status == "running" and not answers_ssh(st):
+        parts.append("the guest runs but its sshd sends no banner (a hung or overloaded guest)")
+    tail = console_tail(st)
+    if tail:
+        parts.append(f"last lines of {st.console}:\n    " + "\n    ".join(tail))
+    return "; ".join(parts)
 
 
 def down() -> bool:
@@ -237,7 +305,7 @@ def _down() -> bool:
     if st is None:
         return False
     try:
-        _qmp_quit(Path(st.qmp))
+        qmp(Path(st.qmp), "quit")
     except OSError:
         os.kill(st.pid, 15)
     deadline = time.monotonic() + 10

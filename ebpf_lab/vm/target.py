@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import LabError, VMNotRunning
 from ..paths import cache_dir, repo_dir
@@ -32,6 +33,8 @@ class SshTarget:
     # Only a machine the user named (ssh://) may need their ~/.ssh/config (a jump host, say);
     # the embedded and Vagrant VMs are reached with exactly the options given here.
     use_ssh_config: bool = False
+    # What the machine's keeper knows when ssh gets no answer (qemu's run state, the guest console).
+    diagnose: Callable[[], str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.host or self.host.startswith("-") or not self.user or self.user.startswith("-"):
@@ -52,6 +55,7 @@ def embedded_target() -> SshTarget:
         kind="embedded", host="127.0.0.1", port=st.port, user="root", identity=identity_file(),
         options=(f"HostKeyAlias={embedded.HOST_KEY_ALIAS}", f"UserKnownHostsFile={known_hosts}",
                  "StrictHostKeyChecking=yes"),
+        diagnose=embedded.diagnose,
     )
 
 

@@ -68,3 +68,36 @@ def test_accel_probe_result_is_cached(monkeypatch, tmp_path):
     assert accel.choose_accel("q", tmp_path / "k") == "kvm"
     assert probes == [1]
     assert accel.qemu_args("kvm")[:2] == ["-accel", "kvm"]
+
+
+def test_a_vm_that_kvm_cannot_bring_up_falls_back_to_tcg_for_good(monkeypatch, tmp_path):
+    from ebpf_lab.errors import VMBootFailed
+    from ebpf_lab.vm import embedded
+
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("EBPF_LAB_ACCEL", raising=False)
+    monkeypatch.setattr(accel.os, "access", lambda *a: True)
+    monkeypatch.setattr(accel, "_host_id", lambda q: "host-1")
+    monkeypatch.setattr(accel, "kvm_boots", lambda q, k: True)  # the kernel starts, the VM never answers
+    monkeypatch.setattr(embedded.shutil, "which", lambda name: "/usr/bin/qemu")
+    monkeypatch.setattr(embedded, "require_image", lambda: image.Image(tmp_path))
+    monkeypatch.setattr(embedded, "ensure_key", lambda: None)
+    boots = []
+
+    def boot(img, acc, log):
+        boots.append(acc)
+        if acc == "kvm":
+            raise VMBootFailed("the VM did not answer ssh within 60 s (kvm)")
+        return "booted"
+
+    monkeypatch.setattr(embedded, "_boot", boot)
+    said = []
+    assert embedded.up(log=said.append) == "booted"
+    assert boots == ["kvm", "tcg"] and "using software emulation (TCG) from now on" in said[0]
+    assert accel.choose_accel("q", tmp_path / "k") == "tcg"
+
+    monkeypatch.setenv("EBPF_LAB_ACCEL", "kvm")  # a choice the user made is not second-guessed
+    boots.clear()
+    with pytest.raises(VMBootFailed):
+        embedded.up(log=said.append)
+    assert boots == ["kvm"]

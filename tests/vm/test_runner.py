@@ -169,6 +169,29 @@ def test_a_setsid_double_fork_daemon_dies_with_the_run(lab, clean_kernel):
     assert not run.has_event("left_loaded")
 
 
+def test_a_program_that_eats_all_memory_dies_alone(lab):
+    # Without a limit this thrashes a 1 GiB guest until even sshd stops answering.
+    source = "import time\nhog = []\nwhile True:\n    hog.append(bytearray(16 * 2**20))\n"
+    run = lab.run(source, timeout=DEADLINE, echo=False)
+    assert run.status != 0
+    limit = next(e for e in run.events if e["kind"] == "limit")
+    assert limit["memory"] >= 1 and limit["memory_max"] < int(lab.sh("free -b | awk '/Mem:/ {print $2}'"))
+    assert any("used all the memory it may use in the VM" in w for w in run.warnings())
+    assert lab.sh("echo still here").strip() == "still here"
+
+
+def test_a_thread_bomb_meets_the_process_limit(lab):
+    # Threads count as tasks for pids.max and cost little memory, so the process limit is met first.
+    source = ("import threading, time\nfor _ in range(5000):\n    try:\n"
+              "        threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+              "    except RuntimeError:\n        print('refused', flush=True)\n        break\n")
+    run = lab.run(source, timeout=DEADLINE, echo=False)
+    assert "refused" in run.stdout
+    assert next(e for e in run.events if e["kind"] == "limit")["pids"] >= 1
+    assert any("limit of 1024 processes" in w for w in run.warnings())
+    assert lab.sh("ls /sys/fs/cgroup/ebpf-lab | grep -c run- || true").strip() == "0"
+
+
 def test_objects_left_loaded_are_reported(lab):
     source = ('from bcc import BPF, libbcc\nb = BPF(text="int f(struct __sk_buff *s) { return 0; }")\n'
               'fn = b.load_func("f", BPF.SOCKET_FILTER)\n'

@@ -122,6 +122,33 @@ def test_ssh_refused_is_one_line_with_fix(tmp_path, monkeypatch):
     assert "Connection refused" in str(info.value) and "ebpf-lab vm status" in str(info.value)
 
 
+def test_ssh_unreachable_says_what_the_machine_keeper_knows(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = SshTransport(SshTarget(kind="embedded", host="127.0.0.1", port=port, user="root",
+                               diagnose=lambda: "qemu reports the guest io-error"))
+    with pytest.raises(SshFailed, match="Connection refused; qemu reports the guest io-error"):
+        t.run("true")
+
+
+def test_a_paused_guest_is_diagnosed_by_vm_status(lab):
+    if lab.target.kind != "embedded":
+        pytest.skip("the embedded VM only")
+    st = embedded.require_running()
+    embedded.qmp(Path(st.qmp), "stop")  # what qemu does by itself when a write to the disk fails
+    try:
+        assert embedded.run_state(st) == "paused"
+        r = cli("vm", "status")
+        assert "not answering: qemu (pid" in r.stdout and "reports the guest paused" in r.stdout, r.stdout
+        assert "sends no banner" not in r.stdout  # that hint is for a guest that runs
+    finally:
+        embedded.qmp(Path(st.qmp), "cont")
+    assert embedded.run_state(st) == "running"
+    assert lab.sh("echo back").strip() == "back"
+
+
 def test_program_not_found(lab):
     r = cli("run", "/no/such/program.py")
     assert r.returncode == 2 and r.stderr.strip() == (

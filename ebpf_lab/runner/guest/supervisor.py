@@ -201,13 +201,18 @@ class Supervisor:
         before = bpf_objects.snapshot()
         self.cgroup = cgroup.create(f"run-{os.getpid()}")
         workdir = tempfile.mkdtemp(prefix="run-", dir="/run/ebpf-lab")
+        limits = {}
         try:
             status = self.supervise(workdir)
             left = bpf_objects.left_over(before)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             if self.cgroup:
+                limits = cgroup.limits_hit(self.cgroup)
                 cgroup.remove(self.cgroup)
+        if limits:
+            self.outbox.control(protocol.LIMIT, memory_max=cgroup.memory_limit(), pids_max=cgroup.MAX_PIDS,
+                                **limits)
         return self.finish(status, left)
 
     def supervise(self, workdir):
