@@ -18,7 +18,13 @@ from ..paths import cache_dir
 
 PROBE_SECONDS = 10.0
 
-TCG_ARGS = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+# One host thread for all vCPUs. With multi-threaded TCG (qemu 7.2), a guest vCPU now and then keeps
+# running stale translated code after another vCPU live-patches the kernel (x86 text_poke of a static
+# key or ftrace site, which every BPF attach and detach does): both vCPUs spin in
+# syscall_trace_enter, "soft lockup" on the console, sshd never answers again. Seen about once per
+# 50 attach/detach cycles here; single-threaded TCG serialises the vCPUs and is as fast for bcc's
+# single-threaded compiles.
+TCG_ARGS = ["-accel", "tcg,thread=single", "-cpu", "max"]
 KVM_ARGS = ["-accel", "kvm", "-cpu", "host"]
 
 
