@@ -113,6 +113,24 @@ class Lab:
             run.raise_for_status()
         return run
 
+    def guest_tool(self, *args: object) -> str:
+        """Run the VM-side helpers (`labtools.py`: syscall-numbers, clear-trace, send-udp); their stdout."""
+        self._install_guest()
+        return self.sh(f"python3 {shlex.quote(self._guest_dir)}/labtools.py {shlex.join(str(a) for a in args)}")
+
+    def syscall_numbers(self, *names: str) -> dict[str, int]:
+        """The lab kernel's syscall numbers by name, derived from its headers on any architecture."""
+        return {name: int(nr) for nr, name in (line.split() for line in
+                                                self.guest_tool("syscall-numbers", *names).splitlines())}
+
+    def clear_trace_buffer(self) -> None:
+        """Empty the kernel's global trace buffer so the next trace_print sees only new lines."""
+        self.guest_tool("clear-trace")
+
+    def send_udp(self, count: int, port: int = 9) -> int:
+        """Send `count` UDP datagrams to 127.0.0.1:`port` inside the VM; how many went out."""
+        return int(self.guest_tool("send-udp", count, port))
+
     def info(self) -> dict:
         """Kernel, bcc, bpftool and clang versions of the lab machine."""
         out = self.sh("uname -r; python3 -c 'import bcc; print(bcc.__version__)'; "

@@ -1,0 +1,164 @@
+"""Runs in the lab VM: small helpers that chapter programs and self-checks share.
+
+Importable from any program the lab runs (`from labtools import syscall_numbers`), and
+callable from the host as `python3 labtools.py COMMAND ...` (see `Lab.guest_tool`).
+"""
+import ctypes
+import functools
+import os
+import platform
+import re
+import socket
+import struct
+import subprocess
+import sys
+
+TRACE_BUFFER = "/sys/kernel/tracing/trace"
+
+
+@functools.lru_cache(maxsize=None)
+def _all_syscall_numbers(header="asm/unistd.h"):
+    # The C preprocessor resolves <asm/unistd.h> the way the kernel's own build does on every
+    # architecture (x86-64 lists numbers directly; arm64 goes through asm-generic and __NR3264_
+    # aliases), so this is right wherever the lab runs, unlike one hard-coded header or table.
+    defines = subprocess.run(["clang", "-E", "-dM", "-include", header, "-x", "c", "/dev/null"],
+                             capture_output=True, text=True, check=True).stdout
+    names = re.findall(r"#define __NR_(\w+) ", defines)
+    probe = f"#include <{header}>\n" + "".join(f"NR {n} __NR_{n}\n" for n in names)
+    expanded = subprocess.run(["clang", "-E", "-P", "-x", "c", "-"], input=probe,
+                              capture_output=True, text=True, check=True).stdout
+    numbers = {}
+    for line in expanded.splitlines():
+        parts = line.split(None, 2)
+        # Names that are not plain numbers on this architecture (e.g. __NR_syscalls' helpers) are skipped.
+        if len(parts) == 3 and parts[0] == "NR" and parts[2].isdigit():
+            numbers[parts[1]] = int(parts[2])
+    return numbers
+
+
+def syscall_numbers(*names, header="asm/unistd.h"):
+    """This kernel's syscall numbers, by name (all of them if no name is given).
+
+    >>> syscall_numbers("openat", "execve")   # on x86-64; arm64 says {'openat': 56, 'execve': 221}
+    {'openat': 257, 'execve': 59}
+
+    `header` is for looking at another architecture's table, e.g. "asm-generic/unistd.h" (arm64, riscv).
+    """
+    table = _all_syscall_numbers(header)
+    if not names:
+        return dict(table)
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise KeyError(f"no syscall named {', '.join(missing)} on this architecture")
+    return {n: table[n] for n in names}
+
+
+def clear_trace_buffer():
+    """Empty the kernel's trace buffer, which is global and keeps lines no one read yet
+    (trace_print would replay an earlier program's leftovers as if they were new)."""
+    with open(TRACE_BUFFER, "w"):
+        pass
+
+
+def send_udp(count, port=9, host="127.0.0.1", payload=b"x"):
+    """Send `count` UDP datagrams (to the discard port by default) and return how many went out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return sum(s.sendto(payload, (host, port)) == len(payload) for _ in range(count))
+
+
+def send_and_receive_udp(count, timeout=2.0):
+    """Send `count` datagrams to a socket listening on 127.0.0.1; (sent, received): what an XDP
+    program on lo let through (a listener, so no ICMP 'port unreachable' comes back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(timeout)
+        sent = sum(tx.sendto(b"x", rx.getsockname()) == 1 for _ in range(count))
+        received = 0
+        try:
+            while received < sent:
+                rx.recv(16)
+                received += 1
+        except socket.timeout:
+            pass
+        return sent, received
+
+
+_SYSCALLS = {"x86_64": {"bpf": 321, "capset": 126}, "aarch64": {"bpf": 280, "capset": 91}}
+BPF_PROG_TEST_RUN = 10
+PR_SET_KEEPCAPS = 8
+CAP_BPF = 39
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syscall(name, *args):
+    rc = _libc.syscall(_SYSCALLS[platform.machine()][name], *args)
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}(): {os.strerror(err)}")
+    return rc
+
+
+def prog_test_run(prog_fd):
+    """Run a loaded program once with BPF_PROG_TEST_RUN in this task (a raw tracepoint program
+    sees this process as `current`); its return value."""
+    # union bpf_attr, the 'test' member: prog_fd, retval, then sizes and pointers left zero.
+    attr = ctypes.create_string_buffer(80)
+    struct.pack_into("<I", attr, 0, prog_fd)
+    _syscall("bpf", BPF_PROG_TEST_RUN, attr, ctypes.sizeof(attr))
+    return struct.unpack_from("<I", attr, 4)[0]
+
+
+def prog_test_run_as(prog_fd, uid, gid=None):
+    """prog_test_run from a child that is `uid` and `gid` (default: the same number) but keeps
+    CAP_BPF, so that bpf_get_current_uid_gid() in the program sees that user and group."""
+    gid = uid if gid is None else gid
+    if (uid, gid) == (os.getuid(), os.getgid()):
+        return prog_test_run(prog_fd)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            # After the switch only the permitted set survives: make CAP_BPF effective again.
+            header = struct.pack("<Ii", 0x20080522, 0)
+            bit = struct.pack("<III", 0, 0, 0) + struct.pack("<III", 1 << (CAP_BPF - 32), 1 << (CAP_BPF - 32), 0)
+            _syscall("capset", header, bit)
+            os.write(w, str(prog_test_run(prog_fd)).encode())
+            code = 0
+        except BaseException as e:  # the parent reports it; a forked child must never return
+            os.write(w, f"error {e}".encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    if answer.startswith("error"):
+        raise OSError(f"running the program as uid {uid}, gid {gid} failed: {answer[6:]}")
+    return int(answer)
+
+
+def main(argv):
+    command, args = argv[0], argv[1:]
+    if command == "syscall-numbers":  # [--generic] [NAME ...]
+        header = "asm-generic/unistd.h" if args[:1] == ["--generic"] else "asm/unistd.h"
+        names = [a for a in args if a != "--generic"]
+        for name, number in sorted(syscall_numbers(*names, header=header).items(), key=lambda kv: kv[1]):
+            print(number, name)
+    elif command == "clear-trace":
+        clear_trace_buffer()
+    elif command == "send-udp":
+        print(send_udp(int(args[0]), *(int(a) for a in args[1:2])))
+    elif command == "send-receive-udp":
+        print(*send_and_receive_udp(int(args[0])))
+    else:
+        raise SystemExit(f"labtools: unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
