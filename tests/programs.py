@@ -90,38 +90,3 @@ int hello(struct xdp_md *ctx) {
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 '''
-
-# Syscall numbers derived on the lab's own kernel headers, never hard-coded.
-SYSCALL_NUMBERS = r'''
-import platform, re
-_unistd = open(f"/usr/include/{platform.machine()}-linux-gnu/asm/unistd_64.h").read()
-NR = {name: int(num) for name, num in re.findall(r"#define __NR_(\w+) (\d+)", _unistd)}
-'''
-
-TAILCALL_ANSWER = SYSCALL_NUMBERS + r'''
-from bcc import BPF
-import ctypes as ct
-b = BPF(text="""
-BPF_PROG_ARRAY(syscall, 500);
-int hello(struct bpf_raw_tracepoint_args *ctx) {
-    int opcode = ctx->args[1];
-    syscall.call(ctx, opcode);
-    bpf_trace_printk("Another syscall: %d", opcode);
-    return 0;
-}
-int on_openat(void *ctx) {
-    bpf_trace_printk("openat!");
-    return 0;
-}
-int ignore_opcode(void *ctx) {
-    return 0;
-}
-""")
-ignore = b.load_func("ignore_opcode", BPF.RAW_TRACEPOINT)
-openat = b.load_func("on_openat", BPF.RAW_TRACEPOINT)
-table = b.get_table("syscall")
-for i in range(len(table)):
-    table[ct.c_int(i)] = ct.c_int(openat.fd if i == NR["openat"] else ignore.fd)
-b.attach_raw_tracepoint(tp="sys_enter", fn_name="hello")
-b.trace_print()
-'''

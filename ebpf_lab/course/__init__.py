@@ -1,6 +1,13 @@
-"""Chapter exercises' self-checks: run the learner's answer in the VM, say pass or fail with a hint."""
-from .checks import (Verdict, check_bytecode_exercise, check_kprobe_exercise, check_map_exercise, check_ringbuf_exercise, check_setup,
-                     check_tailcall_exercise, check_xdp_exercise, xdp_globals)
+"""Chapter exercises: self-checks that judge the learner's answer by what the kernel did, and
+reference solutions to reveal on purpose."""
+from .checks import (Verdict, check_bytecode_exercise, check_kprobe_exercise, check_map_exercise,
+                     check_ringbuf_exercise, check_setup, check_tailcall_exercise, check_xdp_exercise, xdp_globals)
+from .solutions import show_solution, solution
 
-__all__ = ["Verdict", "check_bytecode_exercise", "check_kprobe_exercise", "check_map_exercise", "check_ringbuf_exercise", "check_setup",
-           "check_tailcall_exercise", "check_xdp_exercise", "xdp_globals"]
+# Exercise name (as in %%exercise NAME and show_solution(NAME)) -> its check.
+CHECKS = {"kprobes": check_kprobe_exercise, "maps": check_map_exercise, "ringbuf": check_ringbuf_exercise,
+          "tailcalls": check_tailcall_exercise, "bytecode": check_bytecode_exercise, "xdp": check_xdp_exercise}
+
+__all__ = ["CHECKS", "Verdict", "check_bytecode_exercise", "check_kprobe_exercise", "check_map_exercise",
+           "check_ringbuf_exercise", "check_setup", "check_tailcall_exercise", "check_xdp_exercise",
+           "show_solution", "solution", "xdp_globals"]

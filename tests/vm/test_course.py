@@ -1,122 +1,215 @@
-"""The chapter self-checks judge real runs: a right answer passes, a wrong one gets a hint."""
+"""The chapter self-checks judge what the kernel did: each passes its reference solution and an answer
+in another style, and fails wrong answers (printing the expected text from Python among them) with a hint."""
 from __future__ import annotations
 
-from ebpf_lab.course import check_kprobe_exercise, check_map_exercise, check_setup
+import pytest
 
-KPROBE_ANSWER = '''
-from bcc import BPF
-b = BPF(text="""
-int on_open(void *ctx) {
-    bpf_trace_printk("open!");
-    return 0;
-}
-""")
-b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="on_open")
-b.trace_print()
-'''
+from ebpf_lab.course import (check_bytecode_exercise, check_kprobe_exercise, check_map_exercise,
+                             check_ringbuf_exercise, check_setup, check_tailcall_exercise, check_xdp_exercise,
+                             solution)
 
-MAP_ANSWER = '''
-from bcc import BPF
-from time import sleep
-b = BPF(text="""
-BPF_HASH(opens);
-int count_open(void *ctx) {
-    u64 uid = bpf_get_current_uid_gid() & 0xFFFFFFFF;
-    opens.increment(uid);
-    return 0;
-}
-""")
-b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="count_open")
-while True:
-    sleep(1)
-    print(" ".join(f"{k.value}: {v.value}" for k, v in b["opens"].items()))
-'''
+
+def passes(verdict):
+    assert verdict.passed, verdict
+    return verdict
+
+
+def fails(verdict, *hints: str):
+    """The answer failed, with one of the hints (a PID could happen to equal a UID, say)."""
+    assert not verdict.passed and any(h in verdict.message for h in hints), verdict
+    return verdict
 
 
 def test_setup_check_passes(lab):
-    verdict = check_setup(lab)
-    assert verdict.passed, verdict
+    passes(check_setup(lab))
 
 
-def test_kprobe_exercise(lab, clean_kernel):
-    assert check_kprobe_exercise(lab, KPROBE_ANSWER).passed
-    wrong = check_kprobe_exercise(lab, KPROBE_ANSWER.replace('"openat"', '"execve"'))
-    assert not wrong.passed and "is the kprobe on execve?" in wrong.message
-    broken = check_kprobe_exercise(lab, KPROBE_ANSWER.replace('"open!");', '"open!")'))
-    assert not broken.passed and "does not compile" in broken.message
+def test_every_exercise_has_a_solution_to_show():
+    assert {"kprobes", "maps", "ringbuf", "tailcalls", "bytecode", "xdp"} <= set(
+        __import__("ebpf_lab.course.solutions", fromlist=["EXERCISES"]).EXERCISES)
+    with pytest.raises(KeyError, match="there are: "):
+        solution("no-such-exercise")
 
 
-def test_map_exercise(lab, clean_kernel):
-    verdict = check_map_exercise(lab, MAP_ANSWER)
-    assert verdict.passed, verdict
-    wrong = check_map_exercise(lab, MAP_ANSWER.replace("bpf_get_current_uid_gid() & 0xFFFFFFFF", "0"))
-    assert not wrong.passed and "bpf_get_current_uid_gid" in wrong.message
+def test_todo_in_code_is_unfinished_but_a_todo_comment_is_not(lab):
+    assert "replace the TODO" in check_map_exercise(lab, "b = BPF(text='TODO')\nTODO: attach").message
+    assert "replace the TODO" in check_xdp_exercise(lab, "int packets;\nTODO\n").message
+    commented = "# TODO: later, try a kretprobe too\n" + solution("kprobes")
+    passes(check_kprobe_exercise(lab, commented))
 
 
-def test_todo_answers_are_not_run(lab):
-    assert "replace the TODO" in check_map_exercise(lab, "TODO").message
+# -- chapter 1: a kprobe on openat -------------------------------------------------------------
 
-RINGBUF_ANSWER = '''
+KPROBE_AS_TRACEPOINT = '''
 from bcc import BPF
 b = BPF(text="""
-BPF_RINGBUF_OUTPUT(opens, 8);
-struct event { char filename[64]; };
 TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
-    if ((bpf_get_current_uid_gid() & 0xFFFFFFFF) != 1001)
-        return 0;
-    struct event e = {};
-    bpf_probe_read_user_str(&e.filename, sizeof(e.filename), args->filename);
-    opens.ringbuf_output(&e, sizeof(e), 0);
+    bpf_trace_printk("open! %d", args->flags);
     return 0;
 }
 """)
-def show(ctx, data, size):
-    print(b["opens"].event(data).filename.decode())
-b["opens"].open_ring_buffer(show)
 while True:
-    b.ring_buffer_poll(timeout=100)
+    task, pid, cpu, flags, ts, msg = b.trace_fields()
+    print(msg.decode())
+'''
+
+PRINTS_ONLY = "import time\nwhile True:\n    print({text!r}, flush=True)\n    time.sleep(0.2)\n"
+
+
+def test_kprobe_exercise(lab, clean_kernel):
+    passes(check_kprobe_exercise(lab, solution("kprobes")))
+    passes(check_kprobe_exercise(lab, KPROBE_AS_TRACEPOINT))
+    fails(check_kprobe_exercise(lab, PRINTS_ONLY.format(text="open!")), "no BPF program was loaded")
+    fails(check_kprobe_exercise(lab, solution("kprobes").replace('"openat"', '"execve"')),
+          "(program starts, not file opens)")
+    not_attached = solution("kprobes").replace(
+        'b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="on_open")',
+        'b.load_func("on_open", BPF.KPROBE)')
+    fails(check_kprobe_exercise(lab, not_attached), "was loaded but attached nowhere")
+    fails(check_kprobe_exercise(lab, solution("kprobes").replace('"open!");', '"open!")')), "does not compile")
+
+
+# -- chapter 2: per-UID counts in a hash map ---------------------------------------------------
+
+MAP_IN_ANOTHER_STYLE = '''
+import time
+from bcc import BPF
+b = BPF(text="""
+BPF_HASH(per_user, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
+    u32 uid = bpf_get_current_uid_gid();
+    u64 zero = 0, *n = per_user.lookup_or_try_init(&uid, &zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+""")
+while True:
+    time.sleep(0.5)
+    for uid, n in b["per_user"].items():
+        print(f"uid={uid.value} opens={n.value}")
 '''
 
 
-def test_ringbuf_exercise(lab, clean_kernel):
-    from ebpf_lab.course import check_ringbuf_exercise
+def test_map_exercise(lab, clean_kernel):
+    passes(check_map_exercise(lab, solution("maps")))
+    passes(check_map_exercise(lab, MAP_IN_ANOTHER_STYLE))
+    fails(check_map_exercise(lab, PRINTS_ONLY.format(text="1001: 24 1002: 12")), "no BPF program was loaded")
+    fails(check_map_exercise(lab, solution("maps").replace(" & 0xFFFFFFFF;", ";")), "the keys hold the GID too")
+    fails(check_map_exercise(lab, solution("maps").replace('"openat"', '"execve"')), "not file opens")
+    per_process = solution("maps").replace("bpf_get_current_uid_gid() & 0xFFFFFFFF;", "bpf_get_current_pid_tgid() >> 32;")
+    fails(check_map_exercise(lab, per_process), "key the map by the UID", "count every openat")
 
-    verdict = check_ringbuf_exercise(lab, RINGBUF_ANSWER)
-    assert verdict.passed, verdict
-    unfiltered = RINGBUF_ANSWER.replace("!= 1001", "== 4242")
-    assert "bob's opens came through too" in check_ringbuf_exercise(lab, unfiltered).message
+
+# -- chapter 3: a ring buffer ------------------------------------------------------------------
+
+RINGBUF_RESERVE_SUBMIT = '''
+from bcc import BPF
+b = BPF(text="""
+#include <uapi/linux/ptrace.h>
+BPF_RINGBUF_OUTPUT(events, 4);
+struct event { u32 uid; char path[80]; };
+int syscall__openat(struct pt_regs *ctx, int dfd, const char __user *filename) {
+    u32 uid = bpf_get_current_uid_gid();
+    if (uid != 1001)
+        return 0;
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e)
+        return 0;
+    e->uid = uid;
+    bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+""")
+b.attach_kprobe(event=b.get_syscall_fnname("openat"), fn_name="syscall__openat")
+b["events"].open_ring_buffer(lambda ctx, data, size: print(b["events"].event(data).path.decode()))
+while True:
+    b.ring_buffer_poll(timeout=200)
+'''
+
+
+def perf_instead_of_ringbuf() -> str:
+    """The reference answer with a perf buffer in place of the ring buffer."""
+    return (solution("ringbuf").replace("BPF_RINGBUF_OUTPUT(opens, 8);", "BPF_PERF_OUTPUT(opens);")
+            .replace("opens.ringbuf_output(&e, sizeof(e), 0);", "opens.perf_submit(args, &e, sizeof(e));")
+            .replace('b["opens"].open_ring_buffer(show)', 'b["opens"].open_perf_buffer(lambda cpu, d, n: show(cpu, d, n))')
+            .replace("b.ring_buffer_poll(timeout=100)", "b.perf_buffer_poll(timeout=100)"))
+
+
+def test_ringbuf_exercise(lab, clean_kernel):
+    passes(check_ringbuf_exercise(lab, solution("ringbuf")))
+    passes(check_ringbuf_exercise(lab, RINGBUF_RESERVE_SUBMIT))
+    fails(check_ringbuf_exercise(lab, PRINTS_ONLY.format(text="/etc/hostname")), "no BPF program was loaded")
+    fails(check_ringbuf_exercise(lab, solution("ringbuf").replace("!= 1001", "== 4242")),
+          "bob's file came through")
+    fails(check_ringbuf_exercise(lab, perf_instead_of_ringbuf()), "perf_event_array, not a ring buffer")
+
+
+# -- chapter 4: tail calls ---------------------------------------------------------------------
+
+TAILCALL_IN_ANOTHER_STYLE = '''
+import ctypes as ct
+from bcc import BPF
+from labtools import syscall_numbers
+openat_nr = syscall_numbers("openat")["openat"]
+b = BPF(text="""
+BPF_PROG_ARRAY(progs, 512);
+int dispatch(struct bpf_raw_tracepoint_args *ctx) {
+    progs.call(ctx, (int)ctx->args[1]);
+    bpf_trace_printk("Another syscall");
+    return 0;
+}
+int openat_prog(void *ctx) { bpf_trace_printk("openat!"); return 0; }
+int quiet(void *ctx) { return 0; }
+""")
+fds = {name: b.load_func(name, BPF.RAW_TRACEPOINT).fd for name in ("openat_prog", "quiet")}
+progs = b["progs"]
+for nr in range(512):
+    progs[ct.c_int(nr)] = ct.c_int(fds["openat_prog" if nr == openat_nr else "quiet"])
+b.attach_raw_tracepoint(tp="sys_enter", fn_name="dispatch")
+b.trace_print()
+'''
 
 
 def test_tailcall_exercise(lab, clean_kernel):
-    from ebpf_lab.course import check_tailcall_exercise
-    from tests.programs import TAILCALL_ANSWER
+    passes(check_tailcall_exercise(lab, solution("tailcalls")))
+    passes(check_tailcall_exercise(lab, TAILCALL_IN_ANOTHER_STYLE))
+    fails(check_tailcall_exercise(lab, PRINTS_ONLY.format(text="openat!")), "no BPF program was loaded")
+    # arm64's number for openat, hard-coded: on x86-64 that slot is another syscall's.
+    hard_coded = solution("tailcalls").replace('i == NR["openat"]', "i == 56")
+    fails(check_tailcall_exercise(lab, hard_coded), "holds the same program as other syscalls")
+    never_attached = solution("tailcalls").replace('b.attach_raw_tracepoint(tp="sys_enter", fn_name="hello")',
+                                                   'b.load_func("hello", BPF.RAW_TRACEPOINT)')
+    fails(check_tailcall_exercise(lab, never_attached), "no raw tracepoint program on sys_enter")
 
-    verdict = check_tailcall_exercise(lab, TAILCALL_ANSWER)
-    assert verdict.passed, verdict
-    partial = TAILCALL_ANSWER.replace("openat.fd if i == NR[\"openat\"] else ignore.fd", "openat.fd")
-    partial = partial.replace("for i in range(len(table)):", "for i in [NR['openat']]:")
-    assert "other syscalls printed 'Another syscall'" in check_tailcall_exercise(lab, partial).message
+
+# -- chapter 5: bytecode that must run right ---------------------------------------------------
+
+def test_bytecode_exercise(lab, clean_kernel):
+    passes(check_bytecode_exercise(lab, solution("bytecode")))
+    passes(check_bytecode_exercise(lab, "int answer(void *ctx) {\n"
+                                        "    return (bpf_get_current_uid_gid() & 0xFFFFFFFF) ? 0 : 1;\n}\n"))
+    fails(check_bytecode_exercise(lab, "int answer(void *ctx) { return 1; }"),
+          "ask the kernel who is running with bpf_get_current_uid_gid()")
+    fails(check_bytecode_exercise(lab, solution("bytecode").replace("uid == 0", "uid != 0")),
+          "run by root it returned 0, by alice 1")
+    fails(check_bytecode_exercise(lab, "int answer(void *ctx) {\n"
+                                       "    return (bpf_get_current_uid_gid() >> 32) == 0;\n}\n"),
+          "it looked at the group")
 
 
-def test_bytecode_exercise(lab):
-    from ebpf_lab.course import check_bytecode_exercise
-
-    right = "int answer(void *ctx) {\n    u32 uid = bpf_get_current_uid_gid();\n    if (uid == 0)\n        return 1;\n    return 0;\n}\n"
-    verdict = check_bytecode_exercise(lab, right)
-    assert verdict.passed, verdict
-    no_helper = check_bytecode_exercise(lab, "int answer(void *ctx) { return 1; }")
-    assert not no_helper.passed and "bpf_get_current_uid_gid()" in no_helper.message
-
+# -- chapter 6: XDP and a global variable ------------------------------------------------------
 
 def test_xdp_exercise_and_nothing_left_attached(lab, clean_kernel):
-    from ebpf_lab.course import check_xdp_exercise
-
-    right = ("#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nint packets = 0;\n"
-             "SEC(\"xdp\")\nint count(struct xdp_md *ctx) {\n    packets++;\n    return XDP_PASS;\n}\n"
-             "char LICENSE[] SEC(\"license\") = \"GPL\";\n")
-    verdict = check_xdp_exercise(lab, right)
-    assert verdict.passed, verdict
-    assert "packets" in check_xdp_exercise(lab, right.replace("    packets++;\n", "")).message
-    assert "clang could not compile" in check_xdp_exercise(lab, right.replace("packets++;", "packets++")).message
+    right = solution("xdp")
+    passes(check_xdp_exercise(lab, right))
+    passes(check_xdp_exercise(lab, right.replace("__sync_fetch_and_add(&packets, 1);", "packets += 1;")))
+    # Never touched, `packets` may be dropped by the compiler altogether.
+    fails(check_xdp_exercise(lab, right.replace("    __sync_fetch_and_add(&packets, 1);", "")),
+          "packets = 0", "no global variable named packets")
+    fails(check_xdp_exercise(lab, right.replace("return XDP_PASS;", "return XDP_DROP;")), "only 0 of 5 packets arrived")
+    fails(check_xdp_exercise(lab, right.replace("&packets, 1)", "&packets, 2)")), "packets = 10")
+    fails(check_xdp_exercise(lab, right.replace("return XDP_PASS;", "return XDP_PASS")), "clang could not compile")
     assert lab.bpftool("net", "list")[0]["xdp"] == []
     assert not lab.sh("ls /sys/fs/bpf")

@@ -1,0 +1,113 @@
+"""Watch the kernel while a learner's program runs: which BPF programs it loaded, where they are
+attached, which maps they use and what those maps hold. Self-checks judge this, not the output.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ProgramFailed
+from ..lab import Lab
+from ..runner import protocol
+from ..runner.run import Run
+
+# Far beyond a slow compile under software emulation; the check stops the run as soon as it has looked.
+DEADLINE = 600.0
+# How long a program that loaded BPF but attached nothing is given before it is judged as it is
+# (a program fills its tables between loading and attaching: seconds, even under emulation).
+NO_ATTACH_GRACE = 30.0
+
+
+@dataclass
+class KernelView:
+    """What the kernel held while the program ran, limited to the objects this run created."""
+
+    progs: list[dict] = field(default_factory=list)     # bpftool prog show entries
+    hooks: list[dict] = field(default_factory=list)     # bpftool perf list / link list entries of those progs
+    maps: dict[int, dict] = field(default_factory=dict)  # id -> bpftool map show entry, with "entries" dumped
+
+    def progs_of_type(self, *types: str) -> list[dict]:
+        return [p for p in self.progs if p.get("type") in types]
+
+    def maps_of_type(self, *types: str) -> list[dict]:
+        return [m for m in self.maps.values() if m.get("type") in types]
+
+    def hooked(self, prog: dict) -> list[str]:
+        """Where `prog` is attached: kprobe function names, tracepoint names, XDP devices."""
+        where = []
+        for h in self.hooks:
+            if h.get("prog_id") == prog.get("id"):
+                where.append(h.get("func") or h.get("tracepoint") or h.get("tp_name") or h.get("devname")
+                             or h.get("type", "?"))
+        return where
+
+    def attached(self) -> list[tuple[dict, str]]:
+        return [(p, where) for p in self.progs for where in self.hooked(p)]
+
+
+@dataclass
+class Observation:
+    run: Run | None
+    kernel: KernelView
+    failure: str | None = None  # why the program could not be judged (it failed, never ran, ...)
+
+
+def _int(hex_bytes: list[str]) -> int:
+    return int.from_bytes(bytes(int(b, 16) for b in hex_bytes), "little")
+
+
+def _dump(lab: Lab, map_id: int) -> dict[int, int]:
+    """A map's entries as integers (little-endian keys and values), read by bpftool from the kernel."""
+    entries = {}
+    for e in lab.bpftool("map", "dump", "id", map_id) or []:
+        if isinstance(e.get("key"), list) and isinstance(e.get("value"), list):
+            entries[_int(e["key"])] = _int(e["value"])
+    return entries
+
+
+def kernel_view(lab: Lab, before: set[int]) -> KernelView:
+    """The programs loaded since `before` (a set of prog ids), their attachments and maps."""
+    view = KernelView(progs=[p for p in lab.bpftool("prog", "show") or [] if p["id"] not in before])
+    ids = {p["id"] for p in view.progs}
+    view.hooks = [h for h in (lab.bpftool("perf", "list") or []) + (lab.bpftool("link", "list") or [])
+                  if h.get("prog_id") in ids]
+    map_ids = {m for p in view.progs for m in p.get("map_ids", [])}
+    for m in lab.bpftool("map", "show") or []:
+        if m["id"] in map_ids:
+            dumpable = m.get("type") in ("hash", "array", "percpu_hash", "lru_hash", "prog_array")
+            view.maps[m["id"]] = {**m, "entries": _dump(lab, m["id"]) if dumpable else {}}
+    return view
+
+
+def observe(lab: Lab, answer: str, workload: list[str], deadline: float = DEADLINE) -> Observation:
+    """Run `answer` with `workload`; once the workload is done, look at the kernel, then stop the run."""
+    lab.clear_trace_buffer()  # lines left by earlier programs must not count for this answer
+    before = lab.prog_ids()
+    run = lab.start(answer, timeout=deadline, workload=workload)
+    running_since: list[float] = []
+
+    def ready(r: Run) -> bool:
+        events = list(r.events)
+        if sum(e.get("kind") == protocol.WORKLOAD for e in events) >= len(workload):
+            return True
+        # The load starts once a probe is attached; a program that only loaded one never gets it.
+        if not running_since and any(e.get("kind") == protocol.RUNNING for e in events):
+            running_since.append(time.monotonic())
+        return (bool(running_since) and not any(e.get("kind") == protocol.ATTACHED for e in events)
+                and time.monotonic() - running_since[0] > NO_ATTACH_GRACE)
+
+    try:
+        finished = run.wait_for(ready, deadline)
+        view = kernel_view(lab, before)
+    finally:
+        run.stop()
+    try:
+        run.raise_for_status()
+    except ProgramFailed as e:
+        return Observation(run, view, f"your program failed in the VM: {e}")
+    if not finished and run.done:
+        return Observation(run, view, "your program ended before the load ran: keep it running "
+                                      "(e.g. b.trace_print() or a polling loop)")
+    if not finished and not view.progs:
+        return Observation(run, view, "your program could not be judged: the load did not run in time")
+    return Observation(run, view)
