@@ -15,11 +15,14 @@ from capstone import CS_ARCH_BPF, CS_MODE_BPF_EXTENDED, Cs
 INSN_SIZE = 8
 # The kernel's eight opcode classes: the low three bits of `code`.
 OPCODE_CLASSES = ["LD", "LDX", "ST", "STX", "ALU", "JMP", "JMP32", "ALU64"]
-BPF_CALL, BPF_EXIT = 0x80, 0x90
+BPF_CALL, BPF_EXIT, BPF_MOV = 0x80, 0x90, 0xB0
+BPF_X = 0x08  # source operand is a register (else the immediate)
+# The calling convention: what each register is *for*. What it holds at a given instruction is annotate()'s job.
 REGISTER_ROLES = {
-    0: "return value, and a helper's result",
-    1: "context at entry; 1st helper argument",
-    2: "2nd helper argument", 3: "3rd helper argument", 4: "4th helper argument", 5: "5th helper argument",
+    0: "a helper's result; the program's return value at exit",
+    1: "the context at entry; a helper's 1st argument",
+    2: "a helper's 2nd argument", 3: "a helper's 3rd argument", 4: "a helper's 4th argument",
+    5: "a helper's 5th argument",
     6: "callee-saved", 7: "callee-saved", 8: "callee-saved", 9: "callee-saved",
     10: "frame pointer (read-only)",
 }
@@ -71,16 +74,74 @@ class Insn:
             ops = re.sub(rf"\b{hex(self.imm & 0xFFFFFFFF)}\b", str(self.imm), ops)
         return f"{self.mnemonic} {ops}".strip()
 
-    def roles(self) -> str:
-        if self.kind == "call":
-            return "arguments in r1-r5, result in r0"
+    @property
+    def book_kind(self) -> str:
+        """The book's four kinds: load (a value into a register, `mov` included), store, arithmetic, jump
+        (`call` and `exit` included). The encoding disagrees on `mov`: it is an ALU opcode there."""
+        cls = self.opcode_class
+        if cls in ("LD", "LDX") or (cls in ("ALU", "ALU64") and self.code & 0xF0 == BPF_MOV):
+            return "load"
+        if cls in ("ST", "STX"):
+            return "store"
+        if cls in ("ALU", "ALU64"):
+            return "arithmetic"
+        return "jump"
+
+    def reads(self) -> set[int]:
+        """Registers whose value this instruction uses (a call's arguments are not listed)."""
+        cls, uses_src = self.opcode_class, bool(self.code & BPF_X)
+        if cls in ("ALU", "ALU64"):
+            return ({self.src} if uses_src else set()) | (set() if self.code & 0xF0 == BPF_MOV else {self.dst})
+        if cls == "LDX":
+            return {self.src}
+        if cls == "ST":
+            return {self.dst}
+        if cls == "STX":
+            return {self.dst, self.src}
         if self.kind == "exit":
-            return "returns r0"
-        notes = []
-        for r in self.registers():
-            if r in (1, 10, 0):
-                notes.append(f"r{r}: {REGISTER_ROLES[r]}")
-        return "; ".join(notes)
+            return {0}
+        if self.kind == "jump":
+            return {self.dst} | ({self.src} if uses_src else set())
+        return set()
+
+    def writes(self) -> set[int]:
+        if self.opcode_class in ("LD", "LDX", "ALU", "ALU64"):
+            return {self.dst}
+        return {0, 1, 2, 3, 4, 5} if self.kind == "call" else set()
+
+
+def annotate(insns: list[Insn], helpers: dict[int, str] | None = None) -> list[str]:
+    """What the registers of each instruction mean *at that instruction*: the context in r1 until
+    something overwrites it, a helper's arguments in r1-r5 just before its call, its result in r0 after."""
+    helpers = helpers or {}
+    notes: list[str] = []
+    ctx_in_r1, r0_from = True, None
+    for n, insn in enumerate(insns):
+        said = []
+        name = helpers.get(insn.imm, f"helper #{insn.imm}")
+        if insn.kind == "call":
+            said.append(f"calls {name}: its arguments are r1-r5, its result comes back in r0")
+        elif insn.kind == "exit":
+            said.append("the program's return value is r0" + (f" ({r0_from}'s result)" if r0_from else ""))
+        else:
+            for r in sorted(insn.reads()):
+                if r == 1 and ctx_in_r1:
+                    said.append("r1 holds the context")
+                elif r == 0 and r0_from:
+                    said.append(f"r0 holds {r0_from}'s result")
+                elif r == 10:
+                    said.append("r10 is the frame pointer (the stack)")
+            nxt = next((i for i in insns[n + 1:] if i.kind in ("call", "jump", "exit")), None)
+            for r in sorted(insn.writes()):
+                if 1 <= r <= 5 and nxt is not None and nxt.kind == "call":
+                    said.append(f"r{r} becomes argument {r} of {helpers.get(nxt.imm, f'helper #{nxt.imm}')}")
+        if insn.kind == "call":
+            ctx_in_r1, r0_from = False, name
+        else:
+            ctx_in_r1 = ctx_in_r1 and 1 not in insn.writes()
+            r0_from = None if 0 in insn.writes() else r0_from
+        notes.append("; ".join(said))
+    return notes
 
 
 def _signed_offset(raw: int) -> str:

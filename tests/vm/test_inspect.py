@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ebpf_lab.errors import BpftoolError
-from ebpf_lab.inspect import Bpftool, decode, disassemble_x86
+from ebpf_lab.inspect import Bpftool, annotate, decode, disassemble_x86
 from tests.programs import HELLO_LOADED, XDP_HELLO
 
 
@@ -42,7 +42,7 @@ def test_dump_func_bytecode_names_helpers(lab, loaded_hello):
     insns = decode(bytecode)
     calls = [i.text(lab.helper_names()) for i in insns if i.kind == "call"]
     assert calls == ["call bpf_trace_printk#6"]
-    assert insns[-1].kind == "exit" and insns[-1].roles() == "returns r0"
+    assert insns[-1].kind == "exit" and annotate(insns)[-1].startswith("the program's return value is r0")
     assert {i.opcode_class for i in insns} <= {"LD", "LDX", "ST", "STX", "ALU", "JMP", "JMP32", "ALU64"}
 
 
