@@ -133,6 +133,21 @@ def _instrument_bcc():
         return fn
 
     bcc.BPF.load_func = load_func
+    bcc.BPF.trace_print = _trace_print
+
+
+def _trace_print(self, fmt=None):
+    """bcc's trace_print, printing each trace line as text: bcc prints the bytes it read, which
+    Python 3 shows as b'...' reprs."""
+    while True:
+        if fmt:
+            fields = self.trace_fields(nonblocking=False)
+            if not fields:
+                continue
+            line = fmt.format(*fields)
+        else:
+            line = self.trace_readline(nonblocking=False)
+        print(line.decode(errors="replace") if isinstance(line, bytes) else line, flush=True)
 
 
 def _wrap_attach(cls, name):
