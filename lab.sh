@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs openssh-client python3-venv python3-pip ca-certificates)
+APT_PACKAGES=(qemu-system-x86 mmdebstrap e2fsprogs openssh-client python3-venv python3-pip ca-certificates chromium chromium-driver)
 
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
 

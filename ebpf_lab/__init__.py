@@ -10,7 +10,8 @@ __all__ = ["Lab", "LabError", "Line", "ProgramFailed", "Record", "Run", "Workloa
 
 
 def load_ipython_extension(ipython) -> None:
-    """`%load_ext ebpf_lab`: registers the %%bcc cell magic."""
-    from .jupyter.magic import register
+    """`%load_ext ebpf_lab`: registers the %%bcc and %%exercise cell magics."""
+    from .jupyter import exercise, magic
 
-    register(ipython)
+    magic.register(ipython)
+    exercise.register(ipython)

@@ -77,14 +77,14 @@ class BccMagics(Magics):
 
     def _follow(self, run: Run, views: list, max_lines: int) -> None:
         """Stream the run into the cell until it ends; whatever happens, the run is stopped and views detached."""
-        detach = []
+        detach, handles = [], []
         printer = LivePrinter(run, _write("stdout"), _write("stderr"), max_lines)
         progress = CompileProgress(run, _write("stdout"), live=True)
         interrupted = False
         try:
             for view in views:
-                display(view.widget)
-                detach.append(view.attach(run))
+                detach.append(view.attach(run))  # a fresh widget and empty state for every run
+                handles.append(display(view.widget, display_id=True))
             while not run.done:
                 run.wait(FLUSH_SECONDS)
                 drain(printer, progress)
@@ -98,9 +98,11 @@ class BccMagics(Magics):
                 printer.unsubscribe()
                 for stop in detach:
                     stop()
-                for view in views:
+                # The final frame replaces the live widget in its output slot: a saved notebook then
+                # holds a plain image or table, not a widget that needs a kernel (or its raw repr).
+                for view, handle in zip(views, handles):
+                    handle.update(view.final_display())
                     view.widget.close()
-                    display(view.final_display())
                 if run.line_count > printer.shown:
                     print(f"[{run.line_count - printer.shown} more lines not shown; all {run.line_count} are in "
                           f"_bcc_run.read_log()]")

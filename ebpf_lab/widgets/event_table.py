@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import time
 from collections import deque
 
 import ipywidgets as widgets
@@ -10,34 +11,54 @@ from IPython.display import HTML
 from ..runner.run import Record
 from .live_view import LiveView
 
+# Inline styles: the same table must look right live (in a widget) and saved (in plain HTML output).
+_TABLE = "border-collapse:collapse;font-family:monospace;font-size:12px;margin-top:4px"
+_TH = "text-align:left;padding:2px 10px;border-bottom:2px solid #888"
+_TD = "padding:2px 10px;border-bottom:1px solid #ddd"
+
 
 class EventTable(LiveView):
-    """Shows the last `rows` records named `record`; records named `lost` (payload: a count) add to the lost total."""
+    """Shows the last `rows` records named `record`; records named `lost` (payload: a count) add to the
+    lost total. `arrivals` keeps when each event arrived (seconds since the first)."""
 
     def __init__(self, record: str = "event", rows: int = 15, columns: list[str] | None = None) -> None:
-        super().__init__()
         self.record = record
+        self.rows = rows
         self.columns = columns
-        self.latest: deque[dict] = deque(maxlen=rows)
+        super().__init__()
+
+    def make_widget(self) -> widgets.HTML:
+        return widgets.HTML()
+
+    def reset(self) -> None:
+        self.latest: deque[dict] = deque(maxlen=self.rows)
+        self.arrivals: list[float] = []
         self.total = 0
         self.lost = 0
-        self.widget = widgets.HTML()
-        self.render()
+        self._t0: float | None = None
 
-    def update(self, record: Record) -> None:
+    def update(self, record: Record) -> bool:
         if record.name == self.record:
+            now = time.monotonic()
+            self._t0 = now if self._t0 is None else self._t0
+            self.arrivals.append(now - self._t0)
             self.total += 1
             self.latest.append(record.payload if isinstance(record.payload, dict) else {"value": record.payload})
-        elif record.name == "lost":
+            return True
+        if record.name == "lost":
             self.lost += int(record.payload)
+            return True
+        return False
 
     def html(self) -> str:
+        if not self.total and not self.lost:
+            return "<p style='color:#666'><i>waiting for the first event from the kernel…</i></p>"
         cols = self.columns or (list(self.latest[-1]) if self.latest else [])
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(ev.get(c, '')))}</td>" for c in cols) + "</tr>"
-                       for ev in self.latest)
-        return (f"<p><b>{self.total}</b> events, <b>{self.lost}</b> lost; latest {len(self.latest)}:</p>"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        head = "".join(f"<th style='{_TH}'>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td style='{_TD}'>{html.escape(str(ev.get(c, '')))}</td>" for c in cols)
+                       + "</tr>" for ev in self.latest)
+        return (f"<p><b>{self.total}</b> events, <b>{self.lost}</b> lost; the latest {len(self.latest)}:</p>"
+                f"<table style='{_TABLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def render(self) -> None:
         self.widget.value = self.html()

@@ -14,51 +14,70 @@ from ..runner.run import Record, Run
 
 
 class LiveView:
-    """Subclasses implement `widget`, `update(record)`, `render()` and `final_display()`."""
+    """Subclasses implement `make_widget()`, `reset()`, `update(record) -> changed?`, `render()` and
+    `final_display()`. Every `attach` starts from a fresh widget and empty state, so re-running a
+    cell shows this run only."""
 
-    interval = 0.5  # seconds between redraws: live enough, cheap enough under load
+    interval = 0.5  # seconds between redraws at most: live enough, cheap enough under load
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopped = threading.Event()
         self.redraws = 0
+        self.reset()
+        self.widget = self.make_widget()
+        self.render()
 
     def attach(self, run: Run) -> Callable[[], None]:
         """Follow `run` until it exits; returns a function that stops following it at once."""
-        self._stopped.clear()
+        with self._lock:
+            self._stopped.clear()
+            self._dirty.clear()
+            self.redraws = 0
+            self.reset()
+            self.widget = self.make_widget()
+            self.render()
         unsubscribe = run.subscribe(on_record=self._on_record, on_event=self._on_event)
         threading.Thread(target=self._loop, name=f"{type(self).__name__}-redraw", daemon=True).start()
 
         def detach() -> None:
             unsubscribe()
             self._stopped.set()
+            self._redraw_if_changed()  # the final frame must hold the last record, whatever the thread does
         return detach
 
     def _on_record(self, record: Record) -> None:
         with self._lock:
-            self.update(record)
-        self._dirty.set()
+            changed = self.update(record)
+        if changed:
+            self._dirty.set()
 
     def _on_event(self, event: dict) -> None:
         if event.get("kind") == protocol.EXIT:
             self._stopped.set()
-            self._dirty.set()
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
             self._stopped.wait(self.interval)
-            if self._dirty.is_set():
-                self._dirty.clear()
-                self._redraw()
-        self._redraw()
+            self._redraw_if_changed()
+        self._redraw_if_changed()
 
-    def _redraw(self) -> None:
-        with self._lock:
-            self.render()
-        self.redraws += 1
+    def _redraw_if_changed(self) -> None:
+        """Draw only when a record changed what is shown: every frame is news."""
+        if self._dirty.is_set():
+            self._dirty.clear()
+            with self._lock:
+                self.render()
+            self.redraws += 1
 
-    def update(self, record: Record) -> None:
+    def make_widget(self):
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def update(self, record: Record) -> bool:
         raise NotImplementedError
 
     def render(self) -> None:

@@ -1,4 +1,4 @@
-"""Live views render from records on their own thread and keep the last frame."""
+"""Live views render from records on their own thread, only on change, and start fresh on every run."""
 import time
 
 from ebpf_lab.runner.run import Record
@@ -13,28 +13,49 @@ class FakeRun:
         return lambda: None
 
 
-def test_uid_chart_redraws_and_labels_users():
+def wait_for(predicate, seconds=5.0):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_uid_chart_draws_counts_over_time_only_when_they_change():
     chart = UidChart({1001: "alice"})
     chart.interval = 0.01
+    waiting = bytes(chart.widget.value)
     run = FakeRun()
-    chart.attach(run)
-    run.on_record(Record("counts", {"1001": 4, "1002": 2}, time.time()))
-    run.on_event({"kind": "exit", "status": 0})
-    deadline = time.time() + 5
-    while chart.redraws < 1 and time.time() < deadline:
-        time.sleep(0.01)
+    detach = chart.attach(run)
+    for counts in ({"1001": 1}, {"1001": 1}, {"1001": 3, "1002": 1}, {"1001": 3, "1002": 1}, {"1001": 4, "1002": 2}):
+        run.on_record(Record("counts", counts, time.time()))
+        time.sleep(0.05)
+    detach()
     assert chart.counts == {1001: 4, 1002: 2}
+    assert [c for _, c in chart.history] == [{1001: 1}, {1001: 3, 1002: 1}, {1001: 4, 1002: 2}]
+    assert 1 <= chart.redraws <= 3  # repeated samples drew nothing
     assert chart.label(1001) == "alice (1001)" and chart.label(1002) == "1002"
     png = bytes(chart.widget.value)
-    assert png.startswith(b"\x89PNG") and chart.final_display().data == png
+    assert png.startswith(b"\x89PNG") and png != waiting and chart.final_display().data == png
 
 
-def test_event_table_counts_lost_events():
+def test_a_second_run_starts_from_a_fresh_widget_and_empty_state():
+    chart = UidChart()
+    first = FakeRun()
+    chart.attach(first)()
+    old_widget = chart.widget
+    first.on_record(Record("counts", {"1001": 9}, time.time()))
+    old_widget.close()
+    chart.attach(FakeRun())
+    assert chart.widget is not old_widget and chart.counts == {} and chart.history == []
+
+
+def test_event_table_styles_counts_and_waits_politely():
     table = EventTable(rows=2)
+    assert "waiting for the first event" in table.widget.value
     for i in range(3):
         table.update(Record("event", {"pid": i, "comm": "<x>"}, 0))
     table.update(Record("lost", 7, 0))
     table.render()
-    assert (table.total, table.lost) == (3, 7)
-    assert "<b>3</b> events, <b>7</b> lost" in table.widget.value
-    assert "&lt;x&gt;" in table.widget.value and "<td>0</td>" not in table.widget.value
+    assert (table.total, table.lost, len(table.arrivals)) == (3, 7, 3)
+    assert "<b>3</b> events, <b>7</b> lost" in table.widget.value and "border-collapse" in table.widget.value
+    assert "&lt;x&gt;" in table.widget.value and ">0</td>" not in table.widget.value

@@ -148,3 +148,40 @@ def test_in_a_jupyter_kernel(lab, clean_kernel, tmp_path):
     text = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     counts = id_counts(text)
     assert counts.get(1001, 0) >= 4 and counts.get(1002, 0) >= 2, text
+
+
+def test_exercise_cell_checks_its_body_in_the_vm(shell, lab, clean_kernel):
+    from ebpf_lab.course import solution
+
+    verdict = shell.run_cell_magic("exercise", "kprobes", solution("kprobes"))
+    assert verdict.passed and shell.user_ns["_verdict"] is verdict, verdict
+    fake = shell.run_cell_magic("exercise", "kprobes", "import time\nwhile True:\n    print('open!', flush=True)\n"
+                                                       "    time.sleep(0.2)\n")
+    assert not fake.passed and "no BPF program was loaded" in fake.message
+    with pytest.raises(UsageError, match="name one of kprobes, maps"):
+        shell.run_cell_magic("exercise", "kprobe", "x = 1")
+
+
+UID_COUNTS = HASH_MAP.replace('''while True:
+    sleep(2)
+    s = ""
+    for k,v in b["counter_table"].items():
+        s += f"ID {k.value}: {v.value}\\t"
+    print(s)''', '''while True:
+    sleep(0.3)
+    emit("counts", {k.value: v.value for k, v in b["counter_table"].items()})''')
+
+
+def test_a_live_chart_follows_each_run_afresh(shell, lab, clean_kernel):
+    from ebpf_lab.widgets import UidChart
+
+    assert "emit(" in UID_COUNTS
+    chart = shell.user_ns["chart"] = UidChart(lab.users())
+    widgets = []
+    for _ in range(2):  # the second run must not add to the first one's totals, nor show a closed widget
+        stop_when(shell, lambda r: any(rec.payload.get("1001") == 6 for rec in list(r.records)))
+        shell.run_cell_magic("bcc", "--load alice:6@2/s --attach chart", UID_COUNTS)
+        alice = [c.get(1001, 0) for _, c in chart.history]
+        assert chart.counts[1001] == 6 and len(set(alice)) >= 3 and alice == sorted(alice), alice
+        widgets.append(chart.widget)
+    assert widgets[0] is not widgets[1]

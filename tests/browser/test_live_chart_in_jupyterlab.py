@@ -1,0 +1,114 @@
+"""Chapter 2's live chart, as a learner sees it: JupyterLab in Debian's Chromium, the real kernel in the VM.
+
+The cell that draws the chart is taken from notebooks/02-maps.ipynb as it is; JupyterLab runs it in
+a scratch copy (so the course's saved outputs stay untouched) and the page is read while it runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DEADLINE = 600  # seconds: a compile under software emulation, the load, the redraws
+
+
+def _cells_of_chapter_2() -> list[str]:
+    nb = nbformat.read(REPO / "notebooks" / "02-maps.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    setup = next(s for s in code if "ebpf_lab.connect()" in s)
+    chart = next(s for s in code if s.startswith("chart = UidChart("))
+    live = next(s for s in code if s.startswith("%%bcc") and "--attach chart" in s)
+    return [setup, chart, live]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path, lab):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in _cells_of_chapter_2()])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "live.ipynb")
+    port, token = _free_port(), "ebpf-lab-browser-test"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--ServerApp.token={token}", "--ServerApp.disable_check_xsrf=True", "--expose-app-in-browser",
+         f"--ServerApp.root_dir={tmp_path}", "--allow-root"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "wb"), cwd=tmp_path,
+        env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")})
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/lab/tree/live.ipynb?token={token}"
+    server.terminate()
+    server.wait(30)
+
+
+@pytest.fixture
+def browser():
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("Debian's chromium and chromium-driver are needed: sudo apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, script: str, seconds: float = DEADLINE):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+# The image in the live cell's output area (the third code cell), and whether that cell is still running.
+LIVE_IMAGE = "const o = document.querySelectorAll('.jp-CodeCell')[2].querySelector('.jp-OutputArea img'); return o ? o.src : null;"
+RUNNING = "return document.querySelectorAll('.jp-CodeCell')[2].querySelector('.jp-InputPrompt').textContent.includes('*');"
+
+
+def test_the_chart_redraws_while_the_cell_runs_and_its_last_frame_stays(jupyterlab, browser):
+    browser.get(jupyterlab)
+    _wait(browser, "return window.jupyterapp && document.querySelectorAll('.jp-CodeCell').length === 3", 120)
+    _wait(browser, "return window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", 120)
+    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    _wait(browser, RUNNING, 120)
+    frames, deadline = [], time.time() + DEADLINE
+    while browser.execute_script(RUNNING) and time.time() < deadline:
+        src = browser.execute_script(LIVE_IMAGE)
+        if src and (not frames or frames[-1] != src):
+            frames.append(src)
+        time.sleep(0.1)
+    assert not browser.execute_script(RUNNING), "the cell did not finish"
+    assert len(frames) >= 3, f"the chart changed {len(frames)} times while the cell ran"
+    time.sleep(2)  # the kernel is idle: what stays on the page is the final, static frame
+    final = browser.execute_script(LIVE_IMAGE)
+    assert final and final.startswith("data:image/png"), final
+    text = browser.execute_script("return document.querySelectorAll('.jp-CodeCell')[2].querySelector('.jp-OutputArea').innerText")
+    assert "Image(value=" not in text and "Traceback" not in text, text
