@@ -30,12 +30,12 @@ class Verdict:
         return self.passed
 
 
-def _unfinished(text: str, variable: str) -> Verdict | None:
+def _unfinished(text: str) -> Verdict | None:
     """A TODO left in the code (not in a comment) means the learner has not filled the template in."""
     for line in text.splitlines():
         code = re.split(r"#|//", line, maxsplit=1)[0]
         if re.search(r"\bTODO\b", code):
-            return Verdict(False, f"replace the TODO parts of `{variable}` with your code, then run this cell again")
+            return Verdict(False, "replace the TODO parts of your answer with your code, then run the cell again")
     return None
 
 
@@ -63,7 +63,7 @@ def _on_openat(kernel: KernelView, *types: str) -> tuple[list[dict], Verdict | N
 
 
 def _prepare(lab: Lab, answer: str, workload: list[str]) -> tuple[Observation | None, Verdict | None]:
-    if (unfinished := _unfinished(answer, "answer")) is not None:
+    if (unfinished := _unfinished(answer)) is not None:
         return None, unfinished
     obs = observe(lab, answer, workload)
     if obs.failure:
@@ -213,7 +213,7 @@ def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
     by alice, whose UID the helper must then report."""
     from ..inspect.bytecode import decode
 
-    if (unfinished := _unfinished(c_text, "c_text")) is not None:
+    if (unfinished := _unfinished(c_text)) is not None:
         return unfinished
     # Root in alice's group tells a UID test from a GID test (the upper 32 bits of the helper's value).
     program = ("from bcc import BPF\nfrom labtools import prog_test_run_as\n"
@@ -266,7 +266,7 @@ def xdp_globals(lab: Lab, c_text: str, packets: int = 5) -> tuple[dict, tuple[in
 
 def check_xdp_exercise(lab: Lab, c_text: str) -> Verdict:
     """The exercise: an XDP program that passes every packet and counts them in a global `packets`."""
-    if (unfinished := _unfinished(c_text, "c_text")) is not None:
+    if (unfinished := _unfinished(c_text)) is not None:
         return unfinished
     try:
         values, (sent, received) = xdp_globals(lab, c_text, packets=5)
