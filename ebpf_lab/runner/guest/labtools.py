@@ -5,6 +5,7 @@ callable from the host as `python3 labtools.py COMMAND ...` (see `Lab.guest_tool
 """
 import ctypes
 import functools
+import json
 import os
 import platform
 import re
@@ -143,6 +144,67 @@ def prog_test_run_as(prog_fd, uid, gid=None):
     return int(answer)
 
 
+BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15
+
+
+class _ProgInfo(ctypes.Structure):  # struct bpf_prog_info: the leading fields we need, in uapi order
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+
+
+class _GetFdById(ctypes.Structure):
+    _fields_ = [("prog_id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+class _GetInfoByFd(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+def _bpf(cmd, attr):
+    return _syscall("bpf", cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def call_targets(xlated, kallsyms_text):
+    """{imm: kernel function} for the helper calls of translated bytecode: after loading, a call's
+    imm is an offset from __bpf_call_base, so the targets are named through /proc/kallsyms."""
+    offsets = {int.from_bytes(xlated[i + 4:i + 8], "little", signed=True)
+               for i in range(0, len(xlated) - 7, 8) if xlated[i] == 0x85 and xlated[i + 1] >> 4 == 0}
+    symbols, base = {}, None
+    for line in kallsyms_text.splitlines():
+        addr, _, name = line.split()[:3]
+        symbols.setdefault(int(addr, 16), name)
+        if name == "__bpf_call_base":
+            base = int(addr, 16)
+    return {o: symbols.get(base + o, "?") for o in offsets} if base is not None else {}
+
+
+def prog_images(prog_id):
+    """A loaded program's translated bytecode and JIT image, read from the kernel (Debian's bpftool
+    cannot print JIT code: it is built without libbfd)."""
+    try:
+        fd = _bpf(BPF_PROG_GET_FD_BY_ID, _GetFdById(prog_id=prog_id))
+    except OSError:
+        return {"error": f"no BPF program with id {prog_id}"}
+    try:
+        info = _ProgInfo()
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, _GetInfoByFd(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
+        jited = ctypes.create_string_buffer(info.jited_prog_len)
+        xlated = ctypes.create_string_buffer(info.xlated_prog_len)
+        again = _ProgInfo(jited_prog_len=info.jited_prog_len, xlated_prog_len=info.xlated_prog_len,
+                          jited_prog_insns=ctypes.addressof(jited), xlated_prog_insns=ctypes.addressof(xlated))
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, _GetInfoByFd(bpf_fd=fd, info_len=ctypes.sizeof(again),
+                                                  info=ctypes.addressof(again)))
+    finally:
+        os.close(fd)
+    with open("/proc/kallsyms") as f:
+        calls = call_targets(xlated.raw, f.read())
+    return {"id": info.id, "name": info.name.decode(), "tag": bytes(info.tag).hex(), "xlated": xlated.raw.hex(),
+            "jited": jited.raw.hex(), "calls": {str(k): v for k, v in calls.items()}}
+
+
 def main(argv):
     command, args = argv[0], argv[1:]
     if command == "syscall-numbers":  # [--generic] [NAME ...]
@@ -154,6 +216,8 @@ def main(argv):
         clear_trace_buffer()
     elif command == "send-udp":
         print(send_udp(int(args[0]), *(int(a) for a in args[1:2])))
+    elif command == "prog-images":
+        print(json.dumps(prog_images(int(args[0]))))
     elif command == "send-receive-udp":
         print(*send_and_receive_udp(int(args[0])))
     else:
