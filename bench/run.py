@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ebpf_lab  # noqa: E402
-from ebpf_lab.vm import embedded  # noqa: E402
+from ebpf_lab.lab import Lab  # noqa: E402
+from ebpf_lab.vm.backend import select_backend  # noqa: E402
 
 HELLO_FIRST_LINE = r'''
 from bcc import BPF
@@ -206,8 +206,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--stream", type=int, default=1_000_000)
     args = ap.parse_args()
-    embedded.up()
-    lab = ebpf_lab.connect("embedded")
+    backend = select_backend()
+    backend.up()
+    lab = Lab(backend.target())
     results: list[str] = []
     steps = [lambda: per_run_overhead(lab, results), lambda: throughput(lab, results, args.events),
              lambda: loss_onset(lab, results), lambda: memory(lab, results, args.stream)]
@@ -217,12 +218,12 @@ def main() -> None:
         n = len(results)
         step()
         print("\n".join(results[n:]), flush=True)
-    accel = embedded.state().accel
+    machine = backend.describe()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     text = "\n".join([
         "# Benchmark results", "",
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} cores, {cpu}, "
-        f"Linux {platform.release()}, guest accelerator {accel}. Command: `python bench/run.py`.", "",
+        f"Linux {platform.release()}; lab machine: {machine}. Command: `python bench/run.py`.", "",
         "| what | result |", "| --- | --- |", *results, ""])
     Path(__file__).with_name("RESULTS.md").write_text(text)
     print(f"\nwritten {Path(__file__).with_name('RESULTS.md')}")

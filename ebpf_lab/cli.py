@@ -16,27 +16,22 @@ GUEST_PREFIX = "vm:"
 
 
 def _vm(args: argparse.Namespace) -> int:
-    from .vm import embedded, image
+    from .vm import image
+    from .vm.backend import select_backend
 
+    backend = select_backend()
     if args.action == "build":
         image.build_image(force=args.force)
     elif args.action == "up":
-        embedded.up()
+        backend.up()
     elif args.action == "down":
-        print("lab VM stopped" if embedded.down() else "lab VM was not running")
+        print("lab VM stopped" if backend.down() else "lab VM was not running")
     elif args.action == "status":
-        st = embedded.state()
-        built = image.find_image()
-        print(f"image:   {built.dir if built else 'not built (run: ebpf-lab vm build)'}")
-        if st:
-            print(f"vm:      running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})")
-            if embedded.run_state(st) != "running" or not embedded.answers_ssh(st):
-                print(f"         not answering: {embedded.diagnose()}")
-            if not built or st.image.dir != built.dir:
-                print("         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up")
-        else:
-            print("vm:      not running (start it with: ebpf-lab vm up)")
-        return 0 if st else 3
+        if backend.name == "embedded":
+            built = image.find_image()
+            print(f"image:   {built.dir if built else 'not built (run: ebpf-lab vm build)'}")
+        print(f"vm:      {backend.name}, {backend.status()}")
+        return 0 if backend.answers() else 3
     elif args.action == "ssh":
         from .lab import connect
 

@@ -18,7 +18,8 @@ from .runner.follow import CompileProgress, LivePrinter, drain
 from .runner.run import Run
 from .runner.workload import Workload
 from .transport.ssh import SshTransport
-from .vm.target import SshTarget, select_target
+from .transport.target import SshTarget
+from .vm.backend import select_backend
 
 GUEST_DIR = Path(__file__).parent / "runner" / "guest"
 PROTOCOL = Path(__file__).parent / "runner" / "protocol.py"
@@ -185,6 +186,15 @@ def _new_log_path() -> Path:
     return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
 
 
+_labs: dict[SshTarget, Lab] = {}
+
+
 def connect(target: str | None = None) -> Lab:
-    """The lab machine: `target` or EBPF_LAB_TARGET, else a running Vagrant VM, else the embedded VM."""
-    return Lab(select_target(target))
+    """The lab machine: `target` or EBPF_LAB_TARGET, else a running Vagrant VM, else the embedded VM.
+
+    The same machine gives the same `Lab`, so a notebook's `lab` and its %%bcc and %%exercise cells
+    share one connection (a restarted VM has a new port, hence a new `Lab`)."""
+    ssh_target = select_backend(target).target()
+    if ssh_target not in _labs:
+        _labs[ssh_target] = Lab(ssh_target)
+    return _labs[ssh_target]

@@ -1,35 +1,34 @@
 """Shared fixtures. VM tests boot the embedded VM if needed; they never skip silently."""
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 
 
-_labs: dict[tuple, object] = {}
+_labs: dict = {}
 
 
 @pytest.fixture
 def lab():
-    """The lab, reused while the same VM runs. A VM that stopped answering (a test hung the guest) is
-    reported and restarted, so that one hang fails its own test and not every test after it."""
-    import ebpf_lab
-    from ebpf_lab.vm import embedded, target
+    """The lab on the selected backend, reused while the same machine runs. A machine that stopped
+    answering (a test hung the guest) is reported and restarted, so that one hang fails its own test
+    and not every test after it."""
+    from ebpf_lab.lab import Lab
+    from ebpf_lab.vm.backend import select_backend
 
-    key: tuple = ("other",)
-    if os.environ.get("EBPF_LAB_TARGET") in (None, "", "embedded") and not target.vagrant_running():
-        st = embedded.up()  # raises with the fix (e.g. "run: ebpf-lab vm build") if it cannot
-        if not embedded.answers_ssh(st):
-            # A warning, not a print: it must show in the summary of a run whose next test passes.
-            warnings.warn(f"the lab VM stopped answering, restarting it: {embedded.diagnose()}")
-            embedded.down()
-            st = embedded.up()
-        key = (st.pid, st.port)
-    if key not in _labs:
+    backend = select_backend()
+    backend.up()  # raises with the fix (e.g. "run: ebpf-lab vm build") if it cannot
+    if not backend.answers():
+        # A warning, not a print: it must show in the summary of a run whose next test passes.
+        warnings.warn(f"the lab VM stopped answering, restarting it: {backend.describe()}")
+        backend.down()
+        backend.up()
+    target = backend.target()
+    if target not in _labs:
         _labs.clear()
-        _labs[key] = ebpf_lab.connect()
-    return _labs[key]
+        _labs[target] = Lab(target)
+    return _labs[target]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import SshFailed
 from ..paths import runtime_dir
-from ..vm.target import SshTarget
+from .target import SshTarget
 
 SSH_UNREACHABLE = 255
 

@@ -11,13 +11,14 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
 from ..paths import cache_dir
+from ..transport.target import SshTarget
 from . import accel as accel_mod
-from .image import Image, require_image
-from .keys import ensure_key, public_key_blob
+from .image import Image, find_image, require_image
+from .keys import ensure_key, identity_file, public_key_blob
 
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
@@ -315,3 +316,46 @@ def _down() -> bool:
         os.kill(st.pid, 9)
     _state_file().unlink(missing_ok=True)
     return True
+
+
+class EmbeddedVM:
+    """The default backend: the cached image booted with qemu on this machine."""
+
+    name = "embedded"
+
+    def up(self, log: Callable[[str], None] = print) -> None:
+        up(log)
+
+    def down(self) -> bool:
+        return down()
+
+    def answers(self) -> bool:
+        st = state()
+        return st is not None and answers_ssh(st)
+
+    def status(self) -> str:
+        st = state()
+        if st is None:
+            return "not running (start it with: ebpf-lab vm up)"
+        line = f"running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})"
+        built = find_image()
+        if not built or st.image.dir != built.dir:
+            line += "\n         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up"
+        if run_state(st) != "running" or not answers_ssh(st):
+            line += f"\n         not answering: {diagnose()}"
+        return line
+
+    def describe(self) -> str:
+        return f"the embedded VM ({self.status().splitlines()[0]})"
+
+    def target(self) -> SshTarget:
+        st = require_running()
+        known_hosts = cache_dir() / "known_hosts"
+        # The image's host key, pinned under an alias because the forwarded port changes per boot.
+        known_hosts.write_text(f"{HOST_KEY_ALIAS} ssh-ed25519 {st.image.host_key}\n")
+        return SshTarget(
+            kind="embedded", host="127.0.0.1", port=st.port, user="root", identity=identity_file(),
+            options=(f"HostKeyAlias={HOST_KEY_ALIAS}", f"UserKnownHostsFile={known_hosts}",
+                     "StrictHostKeyChecking=yes"),
+            diagnose=diagnose,
+        )

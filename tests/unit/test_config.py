@@ -3,7 +3,8 @@ import pytest
 from ebpf_lab.errors import LabError
 from ebpf_lab.runner.workload import Workload
 from ebpf_lab.vm import accel, image
-from ebpf_lab.vm.target import parse_ssh_config, parse_ssh_url
+from ebpf_lab.vm.ssh_host import parse_ssh_url
+from ebpf_lab.vm.vagrant import parse_ssh_config
 
 
 def test_workload_parse():

@@ -14,7 +14,7 @@ from ebpf_lab.lab import Lab
 from ebpf_lab.runner import protocol
 from ebpf_lab.runner.follow import CompileProgress
 from ebpf_lab.transport.ssh import SshTransport
-from ebpf_lab.vm.target import SshTarget
+from ebpf_lab.transport.target import SshTarget
 
 GUEST = Path(__file__).resolve().parents[2] / "ebpf_lab" / "runner"
 

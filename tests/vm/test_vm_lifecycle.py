@@ -13,7 +13,7 @@ import pytest
 from ebpf_lab.errors import SshFailed
 from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.vm import embedded
-from ebpf_lab.vm.target import SshTarget
+from ebpf_lab.transport.target import SshTarget
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

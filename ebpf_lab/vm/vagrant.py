@@ -1,0 +1,71 @@
+"""The Vagrant lab VM: `vagrant up` in this repo, provisioned by provision/lab-provision.sh."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from ..errors import LabError, VMNotRunning
+from ..paths import repo_dir
+from ..transport.target import SshTarget
+
+
+def parse_ssh_config(text: str) -> dict[str, str]:
+    """`vagrant ssh-config` output -> {lowercased option: value} for the first host."""
+    opts: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and parts[0].lower() != "host":
+            opts.setdefault(parts[0].lower(), parts[1].strip('"'))
+    return opts
+
+
+class VagrantVM:
+    name = "vagrant"
+
+    def _created(self) -> bool:
+        return any((repo_dir() / ".vagrant" / "machines").glob("*/*/id"))
+
+    def running(self) -> bool:
+        if shutil.which("vagrant") is None or not self._created():
+            return False
+        out = subprocess.run(["vagrant", "status", "--machine-readable"], cwd=repo_dir(),
+                             capture_output=True, text=True).stdout
+        return bool(re.search(r",state,running$", out, re.M))
+
+    def _vagrant(self, *args: str) -> None:
+        if shutil.which("vagrant") is None:
+            raise LabError("vagrant is not installed", "install Vagrant, or use the embedded VM: EBPF_LAB_TARGET=embedded")
+        subprocess.run(["vagrant", *args], cwd=repo_dir(), check=True)
+
+    def up(self, log: Callable[[str], None] = print) -> None:
+        if not self.running():
+            self._vagrant("up")
+
+    def down(self) -> bool:
+        if not self.running():
+            return False
+        self._vagrant("halt")
+        return True
+
+    def answers(self) -> bool:
+        return self.running()
+
+    def status(self) -> str:
+        return "running" if self.running() else "not running (start it with: vagrant up)"
+
+    def describe(self) -> str:
+        return f"this repo's Vagrant machine ({repo_dir() / 'Vagrantfile'}), {self.status()}"
+
+    def target(self) -> SshTarget:
+        if not self.running():
+            raise VMNotRunning("this repo's Vagrant machine is not running", "start it with: vagrant up")
+        text = subprocess.run(["vagrant", "ssh-config"], cwd=repo_dir(), capture_output=True, text=True,
+                              check=True).stdout
+        cfg = parse_ssh_config(text)
+        extra = tuple(f"{k}={v}" for k, v in cfg.items() if k not in ("hostname", "port", "user", "identityfile"))
+        return SshTarget(kind="vagrant", host=cfg["hostname"], port=int(cfg.get("port", 22)),
+                         user=cfg.get("user", "vagrant"),
+                         identity=Path(cfg["identityfile"]) if "identityfile" in cfg else None, options=extra)
