@@ -125,8 +125,7 @@ def check_map_exercise(lab: Lab, answer: str) -> Verdict:
                                          "count in a BPF_HASH from a kprobe on openat")
     if verdict is not None:
         return verdict
-    hashes = [m for m in obs.kernel.maps_of_type("hash", "lru_hash", "percpu_hash")
-              if any(m["id"] in p.get("map_ids", []) for p in progs)]
+    hashes = obs.kernel.maps_used_by(progs, "hash", "lru_hash", "percpu_hash")
     if not hashes:
         return Verdict(False, "your program on openat uses no hash map: declare one with BPF_HASH(name) and "
                               "count with name.increment(uid)")
@@ -156,8 +155,8 @@ def check_ringbuf_exercise(lab: Lab, answer: str) -> Verdict:
                                          "submit events with BPF_RINGBUF_OUTPUT from a probe on openat")
     if verdict is not None:
         return verdict
-    if not any(m["id"] in p.get("map_ids", []) for m in obs.kernel.maps_of_type("ringbuf") for p in progs):
-        kinds = sorted({m["type"] for p in progs for m in obs.kernel.maps.values() if m["id"] in p.get("map_ids", [])})
+    if not obs.kernel.maps_used_by(progs, "ringbuf"):
+        kinds = sorted({m["type"] for m in obs.kernel.maps_used_by(progs)})
         return Verdict(False, f"your program on openat uses {', '.join(kinds) or 'no map'}, not a ring buffer: "
                               "declare it with BPF_RINGBUF_OUTPUT(name, pages) and submit with name.ringbuf_output")
     alices = obs.run.stdout.count("/etc/hostname")
@@ -182,7 +181,7 @@ def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
     dispatchers = [p for p, where in obs.kernel.attached() if p["type"] == "raw_tracepoint" and where == "sys_enter"]
     if not dispatchers:
         return Verdict(False, "no raw tracepoint program on sys_enter: b.attach_raw_tracepoint(tp=\"sys_enter\", ...)")
-    arrays = [m for m in obs.kernel.maps_of_type("prog_array") if m["id"] in dispatchers[0].get("map_ids", [])]
+    arrays = obs.kernel.maps_used_by(dispatchers[:1], "prog_array")
     if not arrays or not arrays[0]["entries"]:
         return Verdict(False, "the program array your dispatcher calls into is empty: store program fds in it "
                               "with table[ct.c_int(i)] = ct.c_int(fn.fd)")

@@ -26,11 +26,10 @@ class KernelView:
     hooks: list[dict] = field(default_factory=list)     # bpftool perf list / link list entries of those progs
     maps: dict[int, dict] = field(default_factory=dict)  # id -> bpftool map show entry, with "entries" dumped
 
-    def progs_of_type(self, *types: str) -> list[dict]:
-        return [p for p in self.progs if p.get("type") in types]
-
-    def maps_of_type(self, *types: str) -> list[dict]:
-        return [m for m in self.maps.values() if m.get("type") in types]
+    def maps_used_by(self, progs: list[dict], *types: str) -> list[dict]:
+        """The maps (of `types`, or all) that any of `progs` uses."""
+        ids = {m for p in progs for m in p.get("map_ids", [])}
+        return [m for m in self.maps.values() if m["id"] in ids and (not types or m.get("type") in types)]
 
     def hooked(self, prog: dict) -> list[str]:
         """Where `prog` is attached: kprobe function names, tracepoint names, XDP devices."""

@@ -83,8 +83,8 @@ def remember(qemu: str, accel: str) -> None:
 
 def choose_accel(qemu: str, kernel: Path) -> str:
     """'kvm' or 'tcg'. EBPF_LAB_ACCEL=kvm|tcg overrides the probe."""
-    if forced():
-        return forced()
+    if chosen := forced():
+        return chosen
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
     host = _host_id(qemu)

@@ -283,11 +283,15 @@ def diagnose() -> str:
     st = state()
     if st is None:
         return "its qemu process has ended"
-    status = run_state(st)
+    return _diagnosis(st, run_state(st))
+
+
+def _diagnosis(st: VMState, status: str, answering: bool | None = None) -> str:
+    """diagnose() for a VM whose qemu run state (and, if known, whether sshd answers) was read already."""
     parts = [f"qemu (pid {st.pid}, {st.accel}) reports the guest {status}"]
     if status in _RUN_STATES:
         parts.append(_RUN_STATES[status])
-    elif status == "running" and not answers_ssh(st):
+    elif status == "running" and not (answers_ssh(st) if answering is None else answering):
         parts.append("the guest runs but its sshd sends no banner (a hung or overloaded guest)")
     tail = console_tail(st)
     if tail:
@@ -341,12 +345,14 @@ class EmbeddedVM:
         built = find_image()
         if not built or st.image.dir != built.dir:
             line += "\n         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up"
-        if run_state(st) != "running" or not answers_ssh(st):
-            line += f"\n         not answering: {diagnose()}"
+        status = run_state(st)
+        if status != "running" or not answers_ssh(st):
+            line += f"\n         not answering: {_diagnosis(st, status, answering=False)}"
         return line
 
     def describe(self) -> str:
-        return f"the embedded VM ({self.status().splitlines()[0]})"
+        # The whole status: when the VM does not answer, what is known about why.
+        return f"the embedded VM, {self.status()}"
 
     def target(self) -> SshTarget:
         st = require_running()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import time
 from collections import deque
 
 import ipywidgets as widgets
@@ -35,13 +34,10 @@ class EventTable(LiveView):
         self.arrivals: list[float] = []
         self.total = 0
         self.lost = 0
-        self._t0: float | None = None
 
     def update(self, record: Record) -> bool:
         if record.name == self.record:
-            now = time.monotonic()
-            self._t0 = now if self._t0 is None else self._t0
-            self.arrivals.append(now - self._t0)
+            self.arrivals.append(self.since_first_record())
             self.total += 1
             self.latest.append(record.payload if isinstance(record.payload, dict) else {"value": record.payload})
             return True

@@ -6,6 +6,7 @@ land in whatever cell is running), so they are safe while the magic blocks the m
 from __future__ import annotations
 
 import threading
+import time
 
 from typing import Callable
 
@@ -24,20 +25,28 @@ class LiveView:
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopped = threading.Event()
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        self._stopped.clear()
+        self._dirty.clear()
         self.redraws = 0
+        self._first_record_at: float | None = None
         self.reset()
         self.widget = self.make_widget()
         self.render()
 
+    def since_first_record(self) -> float:
+        """Seconds since this run's first record (0 for the first one): the time axis of a view."""
+        now = time.monotonic()
+        if self._first_record_at is None:
+            self._first_record_at = now
+        return now - self._first_record_at
+
     def attach(self, run: Run) -> Callable[[], None]:
         """Follow `run` until it exits; returns a function that stops following it at once."""
         with self._lock:
-            self._stopped.clear()
-            self._dirty.clear()
-            self.redraws = 0
-            self.reset()
-            self.widget = self.make_widget()
-            self.render()
+            self._start_fresh()
         unsubscribe = run.subscribe(on_record=self._on_record, on_event=self._on_event)
         threading.Thread(target=self._loop, name=f"{type(self).__name__}-redraw", daemon=True).start()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import ipywidgets as widgets
 from IPython.display import Image
@@ -34,7 +33,6 @@ class UidChart(LiveView):
     def reset(self) -> None:
         self.counts: dict[int, int] = {}
         self.history: list[tuple[float, dict[int, int]]] = []
-        self._t0: float | None = None
 
     def update(self, record: Record) -> bool:
         if record.name != self.record:
@@ -42,10 +40,8 @@ class UidChart(LiveView):
         counts = {int(uid): int(n) for uid, n in record.payload.items()}
         if counts == self.counts:
             return False
-        now = time.monotonic()
-        self._t0 = now if self._t0 is None else self._t0
         self.counts = counts
-        self.history.append((now - self._t0, counts))
+        self.history.append((self.since_first_record(), counts))
         return True
 
     def label(self, uid: int) -> str:
