@@ -15,29 +15,40 @@ Write = Callable[[str], None]
 
 
 class LivePrinter:
-    """Prints a run's lines, at most `limit` of them; the rest stay in the run's log."""
+    """Prints a run's lines, at most `limit` of them; the rest stay in the run's log.
+
+    Lines and the end-of-compile event travel through one queue, in the order they arrived, so
+    "compiled in 2.0 s" always comes before the program's own output, whatever the timing.
+    """
 
     def __init__(self, run: Run, out: Write, err: Write, limit: int | None = None) -> None:
         self.limit = limit
         self.shown = 0
         self._out, self._err = out, err
-        self._queue: queue.SimpleQueue[Line] = queue.SimpleQueue()
-        self.unsubscribe = run.subscribe(on_line=self._queue.put)
+        self._queue: queue.SimpleQueue[Line | dict] = queue.SimpleQueue()
+        self.unsubscribe = run.subscribe(on_line=self._queue.put, on_event=self._on_event)
 
-    def take(self) -> tuple[str, str]:
-        """(stdout text, stderr text) that arrived since the last call, within the limit."""
-        out, err = [], []
+    def _on_event(self, event: dict) -> None:
+        if event.get("kind") == protocol.COMPILED:
+            self._queue.put(event)
+
+    def take(self) -> list[Line | dict]:
+        """Lines (within the limit) and compile-ended events that arrived since the last call, in order."""
+        items: list[Line | dict] = []
         while True:
             try:
-                line = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if self.limit is None or self.shown < self.limit:
-                (out if line.stream == "stdout" else err).append(line.text + "\n")
+                return items
+            if isinstance(item, dict):
+                items.append(item)
+            elif self.limit is None or self.shown < self.limit:
+                items.append(item)
                 self.shown += 1
-        return "".join(out), "".join(err)
 
-    def print(self, out: str, err: str) -> None:
+    def print(self, lines: list[Line]) -> None:
+        out = "".join(l.text + "\n" for l in lines if l.stream == "stdout")
+        err = "".join(l.text + "\n" for l in lines if l.stream != "stdout")
         if out:
             self._out(out)
         if err:
@@ -58,18 +69,17 @@ class CompileProgress:
         self._rewrite = rewrite     # "\r" in a notebook; a terminal also needs "erase to end of line"
         self._pending = False       # a progress line without its newline is on screen
         self._shown: int | None = None
-        self._seen = 0              # run events already looked at
+
+    def ended(self, event: dict) -> None:
+        """A compile ended (a `compiled` event): say how long it took, or just end the progress line."""
+        if event.get("ok"):
+            self._line(f"compiled in {float(event.get('seconds') or 0):.1f} s", end=True)
+        else:
+            self.break_line()
+            self._shown = None
 
     def tick(self) -> None:
-        new = self.run.events[self._seen:]
-        self._seen += len(new)
-        for event in new:
-            if event.get("kind") != protocol.COMPILED:
-                continue
-            if event.get("ok"):
-                self._line(f"compiled in {float(event.get('seconds') or 0):.1f} s", end=True)
-            else:
-                self.break_line()
+        """Bring the progress line up to date with how long the current compile has run."""
         seconds = self.run.compiling_for
         if seconds is None:
             return
@@ -81,11 +91,14 @@ class CompileProgress:
             self._shown = 0
 
     def break_line(self) -> None:
-        """End a pending progress line, so that the program's output starts on a line of its own."""
+        """End a pending progress line, so that the program's output starts on a line of its own.
+
+        The line comes back below that output only when its count of seconds moves on: compiler
+        warnings arriving in bursts must not leave a column of identical progress lines.
+        """
         if self._pending:
             self._write("\n")
             self._pending = False
-        self._shown = None
 
     def _line(self, text: str, end: bool) -> None:
         self._write((self._rewrite if self._pending else "") + text + ("\n" if end else ""))
@@ -95,9 +108,20 @@ class CompileProgress:
 
 
 def drain(printer: LivePrinter, progress: CompileProgress) -> None:
-    """Print what arrived since the last call, then bring the progress line up to date."""
-    out, err = printer.take()
-    if out or err:
-        progress.break_line()
-        printer.print(out, err)
+    """Print what arrived since the last call in arrival order, then bring the progress line up to date."""
+    lines: list[Line] = []
+
+    def flush() -> None:
+        if lines:
+            progress.break_line()
+            printer.print(lines)
+            lines.clear()
+
+    for item in printer.take():
+        if isinstance(item, Line):
+            lines.append(item)
+        else:
+            flush()
+            progress.ended(item)
+    flush()
     progress.tick()

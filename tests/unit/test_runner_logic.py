@@ -12,7 +12,8 @@ import pytest
 from ebpf_lab.errors import BadArgument, UnsafeRuntimeDir
 from ebpf_lab.lab import Lab
 from ebpf_lab.runner import protocol
-from ebpf_lab.runner.follow import CompileProgress
+from ebpf_lab.runner.follow import CompileProgress, LivePrinter, drain
+from ebpf_lab.runner.run import Line
 from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.transport.target import SshTarget
 
@@ -75,9 +76,15 @@ def test_runtime_dir_refuses_symlinks_and_open_directories(tmp_path, monkeypatch
 
 
 class FakeRun:
+    """What the follow module reads of a run: its compile clock, and subscriptions fed by the test."""
+
     def __init__(self):
-        self.events: list[dict] = []
         self.compiling_for: float | None = None
+        self.on_line = self.on_event = None
+
+    def subscribe(self, on_line=None, on_event=None):
+        self.on_line, self.on_event = on_line, on_event
+        return lambda: None
 
 
 def test_compile_progress_rewrites_one_line_then_says_how_long():
@@ -91,7 +98,7 @@ def test_compile_progress_rewrites_one_line_then_says_how_long():
     progress.tick()
     progress.tick()
     run.compiling_for = None
-    run.events.append({"kind": "compiled", "seconds": 21.34, "ok": True})
+    progress.ended({"kind": "compiled", "seconds": 21.34, "ok": True})
     progress.tick()
     assert "".join(written) == "compiling the BPF program… 0 s\rcompiling the BPF program… 1 s\rcompiled in 21.3 s\n"
 
@@ -103,7 +110,7 @@ def test_compile_progress_on_a_plain_stream_and_around_output():
     progress.tick()
     progress.tick()
     run.compiling_for = None
-    run.events.append({"kind": "compiled", "seconds": 3.0, "ok": True})
+    progress.ended({"kind": "compiled", "seconds": 3.0, "ok": True})
     progress.tick()
     assert written == ["compiling the BPF program…\n", "compiled in 3.0 s\n"]
     live, out = FakeRun(), []
@@ -112,6 +119,58 @@ def test_compile_progress_on_a_plain_stream_and_around_output():
     progress.tick()
     progress.break_line()  # the program printed something: it starts on its own line
     assert "".join(out) == "compiling the BPF program… 2 s\n"
+
+
+@pytest.mark.parametrize("drains_between", [False, True])
+def test_compile_end_comes_before_later_output_however_drains_fall(drains_between):
+    """The guest says "compiled" before the program prints: the cell shows them in that order and the
+    progress line collapses into "compiled in", whether or not a drain fell between the two."""
+    run, out, err = FakeRun(), [], []
+    printer = LivePrinter(run, out.append, err.append)
+    progress = CompileProgress(run, out.append, live=True)
+    run.compiling_for = 1.2
+    drain(printer, progress)
+    run.compiling_for = None
+    run.on_event({"kind": "compiled", "seconds": 2.0, "ok": True})
+    if drains_between:
+        drain(printer, progress)
+    run.on_line(Line("stderr", "bpf: Failed to load program: Invalid argument"))
+    run.on_line(Line("stdout", "after"))
+    drain(printer, progress)
+    assert "".join(out) == "compiling the BPF program… 1 s\rcompiled in 2.0 s\nafter\n"
+    assert err == ["bpf: Failed to load program: Invalid argument\n"]
+
+
+def test_output_during_a_compile_starts_on_its_own_line_and_the_limit_holds():
+    run, out, err = FakeRun(), [], []
+    printer = LivePrinter(run, out.append, err.append, limit=1)
+    progress = CompileProgress(run, out.append, live=True)
+    run.compiling_for = 0.5
+    drain(printer, progress)
+    run.on_line(Line("stderr", "warning: unused variable"))
+    run.on_line(Line("stderr", "warning: over the limit"))
+    run.compiling_for = None
+    run.on_event({"kind": "compiled", "seconds": 1.0, "ok": False})
+    drain(printer, progress)
+    assert "".join(out) == "compiling the BPF program… 0 s\n"
+    assert err == ["warning: unused variable\n"]
+
+
+def test_warnings_in_bursts_do_not_repeat_the_progress_line():
+    run, out, err = FakeRun(), [], []
+    printer = LivePrinter(run, out.append, err.append)
+    progress = CompileProgress(run, out.append, live=True)
+    run.compiling_for = 1.1
+    drain(printer, progress)
+    for text in ("main.c:17:32: warning: cannot use several %s conversion specifiers", "1 warning generated."):
+        run.on_line(Line("stderr", text))
+        drain(printer, progress)
+    run.compiling_for = 2.3
+    drain(printer, progress)
+    run.compiling_for = None
+    run.on_event({"kind": "compiled", "seconds": 2.5, "ok": True})
+    drain(printer, progress)
+    assert "".join(out) == "compiling the BPF program… 1 s\ncompiling the BPF program… 2 s\rcompiled in 2.5 s\n"
 
 
 def test_clock_starts_at_attach_and_pauses_while_compiling(guest_modules, monkeypatch):
