@@ -27,9 +27,11 @@ def repo_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def provision_script() -> Path:
-    # The course is used from a checkout (`pip install -e .`): the script stays next to the Vagrantfile.
-    return repo_dir() / "provision" / "lab-provision.sh"
+def provision_dir() -> Path:
+    """The provisioning script and the embedded VM's PID 1: the inputs of the lab image."""
+    # The course is used from a checkout (`pip install -e .`): they stay next to the Vagrantfile.
+    return repo_dir() / "provision"
+
 
 
 def runtime_dir() -> Path:

@@ -5,10 +5,11 @@
 #                               installs the lab packages and the headers of the running kernel.
 #   lab-provision.sh --image    inside the chroot of the embedded VM's image build
 #                               (ebpf_lab/vm/image.py runs it through mmdebstrap):
-#                               also installs the minimal PID 1 the embedded VM boots with.
+#                               also installs the minimal PID 1 the embedded VM boots with
+#                               (lab-init.py, beside this script).
 #
 # Both modes create the same lab users, so every chapter sees the same machine.
-# The image builder hashes this file: any change here rebuilds the embedded image.
+# The image builder hashes this folder: any change here rebuilds the embedded image.
 set -euo pipefail
 
 LAB_PACKAGES=(
@@ -83,62 +84,8 @@ EOF
 }
 
 install_image_init() {
-  # A tiny PID 1 instead of systemd: first ssh in ~6 s under software emulation instead of ~18 s.
-  cat > /sbin/ebpf-lab-init <<'EOF'
-#!/usr/bin/python3
-"""PID 1 of the embedded ebpf-lab VM: mount, network, sshd, reap orphans."""
-import os, signal, subprocess, sys, time
-
-# The kernel starts init with no PATH.
-os.environ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-def sh(*cmd):
-    # A failed step must not kill PID 1 (that panics the kernel): report it and go on.
-    try:
-        subprocess.run(cmd, check=False)
-    except OSError as e:
-        print(f"ebpf-lab-init: {cmd[0]}: {e}", file=sys.stderr)
-
-MOUNTS = [
-    ("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs"),
-    ("devpts", "/dev/pts", "devpts"), ("tmpfs", "/dev/shm", "tmpfs"), ("tmpfs", "/run", "tmpfs"),
-    ("tmpfs", "/tmp", "tmpfs"), ("debugfs", "/sys/kernel/debug", "debugfs"),
-    ("tracefs", "/sys/kernel/tracing", "tracefs"), ("bpf", "/sys/fs/bpf", "bpf"),
-    ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
-]
-for src, target, fstype in MOUNTS:
-    os.makedirs(target, exist_ok=True)
-    sh("mount", "-t", fstype, src, target)
-os.chmod("/tmp", 0o1777)
-sh("hostname", "ebpf-lab")
-# No udev: virtio_pci must be loaded before virtio_net can find the NIC.
-sh("modprobe", "virtio_pci")
-sh("modprobe", "virtio_net")
-sh("ip", "link", "set", "lo", "up")
-sh("ip", "addr", "add", "10.0.2.15/24", "dev", "eth0")
-sh("ip", "link", "set", "eth0", "up")
-sh("ip", "route", "add", "default", "via", "10.0.2.2")
-with open("/run/resolv.conf", "w") as f:
-    f.write("nameserver 10.0.2.3\n")
-args = dict(a.split("=", 1) for a in open("/proc/cmdline").read().split() if "=" in a)
-if "ebpflab.key" in args:
-    os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
-    with open("/root/.ssh/authorized_keys", "w") as f:
-        f.write("ssh-ed25519 " + args["ebpflab.key"] + " ebpf-lab\n")
-    os.chmod("/root/.ssh/authorized_keys", 0o600)
-os.makedirs("/run/sshd", exist_ok=True)
-sh("/usr/sbin/sshd", "-E", "/run/sshd.log")
-with open("/dev/kmsg", "w") as f:
-    f.write("ebpf-lab: ready\n")
-
-signal.signal(signal.SIGTERM, lambda *_: (os.sync(), os.reboot(os.RB_POWER_OFF)))
-while True:
-    try:
-        os.waitpid(-1, 0)
-    except ChildProcessError:
-        time.sleep(1)
-EOF
-  chmod 755 /sbin/ebpf-lab-init
+  # PID 1 of the embedded VM (provision/lab-init.py), copied in beside this script by the image build.
+  install -m 755 "$(dirname "$0")/lab-init.py" /sbin/ebpf-lab-init
   ln -sf /run/resolv.conf /etc/resolv.conf
   echo ebpf-lab > /etc/hostname
   ssh-keygen -A

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ImageBuildFailed, ImageMissing
-from ..paths import cache_dir, provision_script
+from ..paths import cache_dir, provision_dir
 
 SUITE = "bookworm"
 IMAGE_SIZE = "4G"
@@ -43,7 +43,8 @@ def apt_sources() -> list[str]:
 def image_key() -> str:
     """Hash of everything that decides the image's content."""
     h = hashlib.sha256()
-    h.update(provision_script().read_bytes())
+    for path in sorted(provision_dir().iterdir()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(json.dumps([RECIPE_VERSION, SUITE, IMAGE_SIZE, apt_sources()]).encode())
     return h.hexdigest()[:16]
 
@@ -143,12 +144,13 @@ def _remove_unused_images(keep: str) -> None:
 
 def _build(key: str, work: Path, final: Path, log: Callable[[str], None]) -> Image:
     out = str(work)
-    script = provision_script()
+    inputs = sorted(str(p) for p in provision_dir().iterdir())
     mode = "root" if os.geteuid() == 0 else "unshare"
     hooks = [
-        f'copy-in {script} /root',
-        'chroot "$1" bash /root/lab-provision.sh --image',
-        'rm -f "$1"/root/lab-provision.sh',
+        'mkdir -p "$1"/root/provision',
+        f'copy-in {" ".join(inputs)} /root/provision',
+        'chroot "$1" bash /root/provision/lab-provision.sh --image',
+        'rm -rf "$1"/root/provision',
         f'cp "$1"/boot/vmlinuz-* {out}/vmlinuz',
         f'cp "$1"/etc/ssh/ssh_host_ed25519_key.pub {out}/',
         f'ls "$1"/lib/modules > {out}/kernel-release',

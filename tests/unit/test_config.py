@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from ebpf_lab.errors import LabError
@@ -40,14 +43,18 @@ def test_ssh_url():
             parse_ssh_url(sneaky)
 
 
-def test_image_key_follows_provisioning_script(tmp_path, monkeypatch):
-    script = tmp_path / "lab-provision.sh"
+def test_image_key_follows_the_provisioning_files(tmp_path, monkeypatch):
+    script, init = tmp_path / "lab-provision.sh", tmp_path / "lab-init.py"
     script.write_text("echo one\n")
-    monkeypatch.setattr(image, "provision_script", lambda: script)
+    init.write_text("print('init')\n")
+    monkeypatch.setattr(image, "provision_dir", lambda: tmp_path)
     first = image.image_key()
     assert image.image_key() == first
     script.write_text("echo two\n")
-    assert image.image_key() != first
+    second = image.image_key()
+    assert second != first
+    init.write_text("print('another init')\n")
+    assert image.image_key() != second
 
 
 def test_accel_override_and_missing_kvm(monkeypatch, tmp_path):
@@ -102,3 +109,13 @@ def test_a_vm_that_kvm_cannot_bring_up_falls_back_to_tcg_for_good(monkeypatch, t
     with pytest.raises(VMBootFailed):
         embedded.up(log=said.append)
     assert boots == ["kvm"]
+
+
+def test_the_embedded_vms_init_takes_the_host_key_from_the_kernel_command_line():
+    spec = importlib.util.spec_from_file_location("lab_init", Path(image.__file__).resolve().parents[2] / "provision" / "lab-init.py")
+    init = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(init)  # defines functions only: main() runs as PID 1
+    cmdline = "console=ttyS0 root=/dev/vda rw init=/sbin/ebpf-lab-init ebpflab.key=AAAAC3Nza quiet\n"
+    assert init.authorized_key(cmdline) == "ssh-ed25519 AAAAC3Nza ebpf-lab\n"
+    assert init.authorized_key("console=ttyS0 quiet") is None
+    assert ("bpf", "/sys/fs/bpf", "bpf") in init.MOUNTS and ("cgroup2", "/sys/fs/cgroup", "cgroup2") in init.MOUNTS
