@@ -42,10 +42,13 @@ while True:
 # Events from alice's openat calls, sent by a BPF program through a perf or ring buffer. The program
 # runs one load phase after another (a command as alice each) and reports, per phase, what arrived,
 # what was lost (perf: lost_cb; ring: submissions that found the buffer full) and how long it took.
+# Both consumers do what any consumer does: take each event out of the buffer (bcc's event()) and
+# keep what they read (the pid, or with WHOLE the whole event); the one in the VM keeps it in a
+# list, the host's keeps it by emit(), which sends it to the host.
 EVENTS = r'''
 from bcc import BPF
 import ctypes as ct, subprocess, time
-KIND, TO_HOST, PAGES, PAD, PHASES = "__KIND__", __TO_HOST__, __PAGES__, __PAD__, __PHASES__
+KIND, TO_HOST, PAGES, PAD, PHASES, WHOLE = "__KIND__", __TO_HOST__, __PAGES__, __PAD__, __PHASES__, __WHOLE__
 decl = f"BPF_RINGBUF_OUTPUT(events, {PAGES});" if KIND == "ring" else "BPF_PERF_OUTPUT(events);"
 submit = ("if (events.ringbuf_output(&e, sizeof(e), 0) < 0) drops.increment(0);" if KIND == "ring"
           else "events.perf_submit(args, &e, sizeof(e));")
@@ -62,11 +65,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat) {
 }
 """, cflags=[f"-DPAD={PAD}"])
 got = lost = 0
+kept = []
 def on_event(*args):
     global got
     got += 1
+    event = b["events"].event(args[1])
+    value = event if WHOLE else event.pid
     if TO_HOST:
-        emit("ev", b["events"].event(args[1]).pid)
+        emit("ev", value)
+    else:
+        kept.append(bytes(value) if WHOLE else value)
 def on_lost(n):
     global lost
     lost += n
@@ -78,6 +86,7 @@ else:
     poll = lambda: b.perf_buffer_poll(timeout=20)
 for label, command in PHASES:
     got = lost = 0
+    kept.clear()
     b["drops"][ct.c_int(0)] = ct.c_ulonglong(0)
     start = time.time()
     gen = subprocess.Popen(["runuser", "-u", "alice", "--", *command], stdout=subprocess.PIPE)
@@ -154,10 +163,11 @@ def per_run_overhead(lab, results: list[str]) -> None:
 
 
 def event_phases(lab, kind: str, to_host: bool, pages: int, event_bytes: int,
-                 phases: list[tuple[str, list[str]]]):
+                 phases: list[tuple[str, list[str]]], whole: bool = False):
     """Run EVENTS; returns the run and, per phase, (label, received, lost, seconds, what the command printed)."""
     source = (EVENTS.replace("__KIND__", kind).replace("__TO_HOST__", str(to_host)).replace("__PAGES__", str(pages))
-              .replace("__PAD__", str(event_bytes // 4 - 1)).replace("__PHASES__", repr(phases)))
+              .replace("__PAD__", str(event_bytes // 4 - 1)).replace("__PHASES__", repr(phases))
+              .replace("__WHOLE__", str(whole)))
     run = lab.run(source, echo=False, timeout=900)
     rows = [(l.text.split() + [""])[1:6] for l in run.lines if l.text.startswith("PHASE")]
     return run, [(label, int(got), int(lost), float(t), said) for label, got, lost, t, said in rows]
@@ -165,14 +175,16 @@ def event_phases(lab, kind: str, to_host: bool, pages: int, event_bytes: int,
 
 def throughput(lab, results: list[str], n: int) -> None:
     opener = ["sh", "-c", f"for i in $(seq {n}); do : < /etc/hostname; done"]
-    for kind in ("ring", "perf"):
+    cases = [(kind, 8, False, "events, the pid of each") for kind in ("ring", "perf")]
+    cases += [(kind, size, True, f"{size}-byte events, whole") for size in (64, 256) for kind in ("ring", "perf")]
+    for kind, size, whole, what in cases:
         stats = {}
         for to_host in (False, True):
-            run, [(_, got, lost, elapsed, _)] = event_phases(lab, kind, to_host, 256, 8, [("all", opener)])
+            run, [(_, got, lost, elapsed, _)] = event_phases(lab, kind, to_host, 256, size, [("all", opener)], whole)
             host_got = run.record_count if to_host else got
             stats[to_host] = (host_got / elapsed, lost, host_got)
         (vm_rate, vm_lost, _), (host_rate, host_lost, host_got) = stats[False], stats[True]
-        results.append(f"| {kind} buffer: {n} events, consumer in the VM vs on the host | "
+        results.append(f"| {kind} buffer: {n} {what}, consumer in the VM vs on the host | "
                        f"{vm_rate:,.0f}/s vs {host_rate:,.0f}/s = **{host_rate / vm_rate:.2f}×**; "
                        f"lost {vm_lost} vs {host_lost}; host received {host_got} |")
 
@@ -205,19 +217,25 @@ def main() -> None:
     ap.add_argument("--skip-cold", action="store_true", help="skip the image build and boot timings")
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--stream", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=["overhead", "throughput", "loss", "memory"],
+                    help="run one measurement and print it (RESULTS.md holds only whole runs)")
     args = ap.parse_args()
     backend = select_backend()
     backend.up()
     lab = Lab(backend.target())
     results: list[str] = []
-    steps = [lambda: per_run_overhead(lab, results), lambda: throughput(lab, results, args.events),
-             lambda: loss_onset(lab, results), lambda: memory(lab, results, args.stream)]
-    if not args.skip_cold:
-        steps.insert(0, lambda: cold_and_warm(results))
-    for step in steps:
+    steps = {"overhead": lambda: per_run_overhead(lab, results), "throughput": lambda: throughput(lab, results, args.events),
+             "loss": lambda: loss_onset(lab, results), "memory": lambda: memory(lab, results, args.stream)}
+    if args.only:
+        steps = {args.only: steps[args.only]}
+    elif not args.skip_cold:
+        steps = {"cold": lambda: cold_and_warm(results), **steps}
+    for step in steps.values():
         n = len(results)
         step()
         print("\n".join(results[n:]), flush=True)
+    if args.only:
+        return
     machine = backend.describe()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     text = "\n".join([

@@ -6,18 +6,29 @@ host -> guest (supervisor stdin): one JSON header line (see `RunHeader`), then c
     (`INTERRUPT`, `KILL`). EOF means the host is gone: the supervisor stops the program.
 guest -> host (supervisor stdout): frames, one per line: a one-byte kind, a space, a payload.
     OUT / ERR   a line the program wrote to stdout / stderr (long lines arrive split)
-    RECORD      a structured record from `emit(name, payload)`: JSON {"name", "payload"}
+    RECORDS     consecutive records from `emit(name, payload)` with the same name, batched:
+                JSON [name, [payload, ...]] (one frame carries up to ~60 KiB of records)
+    STRUCTS     the same for ctypes structs (BCC events) sent raw: JSON [name, layout, base64 of
+                the zlib-compressed structs' bytes back to back]; `decode_structs` makes them dicts
     CONTROL     a control event: JSON {"kind": ..., ...}, kinds below
+The order of frames is the order the program made them in (see runner/guest/pump.py).
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
+import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 
-VERSION = 2
+VERSION = 3
 
-OUT, ERR, RECORD, CONTROL = b"o", b"e", b"r", b"c"
+OUT, ERR, RECORDS, STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"c"
+
+# Inside the VM, the supervisor answers each control frame the program sends with this, once the
+# program's earlier output is forwarded (see runner/guest/pump.py).
+NOTE_ACK = b"k"
 
 # Host -> guest commands.
 INTERRUPT, KILL = "INT", "KILL"
@@ -43,6 +54,7 @@ EXIT = "exit"                # status
 # Limits shared by both sides.
 MAX_LINE = 64 * 1024           # a longer output line is split into several frames
 MAX_RECORD = 1024 * 1024       # emit() refuses a bigger record
+MAX_STRUCTS_BYTES = 64 * 1024 * 1024  # a structs frame may unpack to this much at most
 DEFAULT_GRACE = 3.0            # seconds between SIGINT and SIGKILL
 DEFAULT_COMPILE_TIMEOUT = 300.0
 
@@ -101,25 +113,72 @@ def frame(kind: bytes, payload: bytes) -> bytes:
     return kind + b" " + payload + b"\n"
 
 
+def records_frame(name: str, payloads: str) -> bytes:
+    """A RECORDS frame; `payloads` is the JSON text of the list of payloads."""
+    return frame(RECORDS, f"[{json.dumps(name)},{payloads}]".encode())
+
+
+def structs_frame(name: str, layout_json: str, data: bytes) -> bytes:
+    """A STRUCTS frame: `data` is the structs' bytes back to back, `layout_json` their layout as JSON."""
+    # Events are mostly zeros (the unused ends of char arrays): level 1 shrinks them for little CPU.
+    packed = base64.b64encode(zlib.compress(data, 1))
+    return frame(STRUCTS, f"[{json.dumps(name)},{layout_json},\"".encode() + packed + b'"]')
+
+
+def decode_structs(layout: dict, data: bytes) -> list[dict]:
+    """The structs of a STRUCTS frame as dicts: char arrays as text up to their NUL, other arrays as lists."""
+    fields = [(name, count, kind) for name, count, kind in layout["fields"]]
+    out = []
+    for values in struct.iter_unpack(layout["format"], data):
+        record, i = {}, 0
+        for name, count, kind in fields:
+            if kind == "text":
+                record[name] = values[i].split(b"\0", 1)[0].decode(errors="replace")
+            elif count == 1:
+                record[name] = values[i]
+            else:
+                record[name] = list(values[i:i + count])
+            i += count
+        out.append(record)
+    return out
+
+
+def _inflate(packed: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(packed, MAX_STRUCTS_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"a structs frame unpacks to more than {MAX_STRUCTS_BYTES} bytes")
+    return data
+
+
 def control_frame(kind: str, **fields: object) -> bytes:
     return frame(CONTROL, json.dumps({"kind": kind, **fields}, separators=(",", ":")).encode())
 
 
 def decode_frame(raw: bytes) -> tuple[bytes, object]:
-    """(kind, value) for one frame without its newline: text for OUT/ERR, a dict for RECORD/CONTROL."""
+    """(kind, value) for one frame without its newline: text for OUT/ERR, (name, [payload, ...]) for
+    RECORDS and STRUCTS, a dict for CONTROL."""
     kind, sep, payload = raw[:1], raw[1:2], raw[2:]
     if sep != b" ":
         raise ProtocolError(f"not a frame: {raw[:40]!r}")
     if kind in (OUT, ERR):
         return kind, payload.decode(errors="replace")
-    if kind in (RECORD, CONTROL):
+    if kind == STRUCTS:
+        try:
+            name, layout, data = json.loads(payload)
+            return kind, (name, decode_structs(layout, _inflate(base64.b64decode(data, validate=True))))
+        except (ValueError, TypeError, KeyError, struct.error, zlib.error) as e:
+            raise ProtocolError(f"bad structs frame: {e}") from None
+    if kind in (RECORDS, CONTROL):
         try:
             obj = json.loads(payload)
         except ValueError as e:
             raise ProtocolError(f"bad JSON in a {kind.decode()} frame: {e}") from None
-        if kind == RECORD and not (isinstance(obj, dict) and isinstance(obj.get("name"), str) and "payload" in obj):
-            raise ProtocolError("a record needs a string name and a payload")
-        if kind == CONTROL and not (isinstance(obj, dict) and isinstance(obj.get("kind"), str)):
+        if kind == RECORDS:
+            if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], list)):
+                raise ProtocolError("a records frame needs [name, [payload, ...]]")
+            return kind, (obj[0], obj[1])
+        if not (isinstance(obj, dict) and isinstance(obj.get("kind"), str)):
             raise ProtocolError("a control event needs a kind")
         return kind, obj
     raise ProtocolError(f"unknown frame kind {kind!r}")

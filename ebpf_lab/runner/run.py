@@ -45,6 +45,7 @@ class Record:
 
 LineCallback = Callable[[Line], None]
 RecordCallback = Callable[[Record], None]
+RecordsCallback = Callable[[list[Record]], None]
 EventCallback = Callable[[dict], None]
 
 
@@ -83,7 +84,7 @@ class Run:
         self._max_memory = max_memory_bytes
         self._max_log = max_log_bytes
         self._log_bytes = 0
-        self._subs: dict[str, list[Callable]] = {"line": [], "record": [], "event": []}
+        self._subs: dict[str, list[Callable]] = {"line": [], "record": [], "records": [], "event": []}
         self._done = threading.Event()
         self._changed = threading.Condition()
         self._lock = threading.RLock()
@@ -139,12 +140,15 @@ class Run:
         return any(e.get("kind") == kind for e in list(self.events))
 
     def subscribe(self, on_line: LineCallback | None = None, on_record: RecordCallback | None = None,
-                  on_event: EventCallback | None = None) -> Callable[[], None]:
+                  on_event: EventCallback | None = None,
+                  on_records: RecordsCallback | None = None) -> Callable[[], None]:
         """Call back for every line/record/control event; returns an unsubscribe function.
 
-        What already arrived (and is still in memory) is replayed first, so subscribing just after
-        `Lab.start` misses nothing; later items come from the reader thread. A callback that raises
-        is skipped for that item and counted in `callback_errors`.
+        `on_records` gets records as they arrive, a batch at a time (the cheaper way to follow a
+        fast stream); `on_record` gets them one by one. What already arrived (and is still in
+        memory) is replayed first, so subscribing just after `Lab.start` misses nothing; later
+        items come from the reader thread. A callback that raises is skipped for that item and
+        counted in `callback_errors`.
         """
         pairs = (("line", on_line, self.lines), ("record", on_record, self.records), ("event", on_event, self.events))
         with self._lock:
@@ -153,10 +157,14 @@ class Run:
                     for item in list(seen):
                         self._call(cb, item)
                     self._subs[name].append(cb)
+            if on_records:
+                if self.records:
+                    self._call(on_records, list(self.records))
+                self._subs["records"].append(on_records)
 
         def unsubscribe() -> None:
             with self._lock:
-                for name, cb, _ in pairs:
+                for name, cb in (*((n, c) for n, c, _ in pairs), ("records", on_records)):
                     if cb in self._subs[name]:
                         self._subs[name].remove(cb)
         return unsubscribe
@@ -188,8 +196,9 @@ class Run:
                     continue
                 if kind in (protocol.OUT, protocol.ERR):
                     yield Line("stdout" if kind == protocol.OUT else "stderr", value)
-                elif kind == protocol.RECORD:
-                    yield Record(value["name"], value["payload"], 0.0)
+                elif kind in (protocol.RECORDS, protocol.STRUCTS):
+                    name, payloads = value
+                    yield from (Record(name, payload, 0.0) for payload in payloads)
 
     # -- controlling -----------------------------------------------------------
     def interrupt(self, grace: float = protocol.DEFAULT_GRACE) -> None:
@@ -296,8 +305,9 @@ class Run:
                     continue
                 if kind == protocol.OUT or kind == protocol.ERR:
                     self._on_line(Line("stdout" if kind == protocol.OUT else "stderr", value), len(raw))
-                elif kind == protocol.RECORD:
-                    self._on_record(Record(value["name"], value["payload"], time.time()), len(raw))
+                elif kind in (protocol.RECORDS, protocol.STRUCTS):
+                    name, payloads = value
+                    self._on_records(name, payloads, len(raw))
                 else:
                     self._on_event(value)
             self._proc.wait()
@@ -343,19 +353,28 @@ class Run:
             self.first_output_at = time.time()
         if line.stream == "stderr":
             self._stderr.append(line.text)
-        self._keep(self._kept_lines, line, size, self._subs["line"])
+        self._keep(self._kept_lines, [line], size, self._subs["line"])
 
-    def _on_record(self, record: Record, size: int) -> None:
-        self._keep(self._kept_records, record, size, self._subs["record"])
+    def _on_records(self, name: str, payloads: list, size: int) -> None:
+        now = time.time()
+        records = [Record(name, payload, now) for payload in payloads]
+        each = max(1, size // max(1, len(records)))
+        self._keep(self._kept_records, records, each, self._subs["record"], self._subs["records"])
 
-    def _keep(self, kept: "_Kept", item: object, size: int, subscribers: list[Callable]) -> None:
+    def _keep(self, kept: "_Kept", items: list, size: int, subscribers: list[Callable],
+              batch_subscribers: list[Callable] = ()) -> None:
+        """Keep `items` (each about `size` bytes) and hand them to the subscribers."""
         with self._lock:
-            kept.append(item, size)
+            for item in items:
+                kept.append(item, size)
             # Lines and records share one memory budget; the newest item of each kind always stays.
             while self._kept_lines.bytes + self._kept_records.bytes > self._max_memory and len(kept.items) > 1:
                 kept.drop_oldest()
             for cb in subscribers:
-                self._call(cb, item)
+                for item in items:
+                    self._call(cb, item)
+            for cb in batch_subscribers:
+                self._call(cb, items)
         self._notify()
 
     def _on_event(self, event: dict) -> None:

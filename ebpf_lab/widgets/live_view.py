@@ -47,7 +47,7 @@ class LiveView:
         """Follow `run` until it exits; returns a function that stops following it at once."""
         with self._lock:
             self._start_fresh()
-        unsubscribe = run.subscribe(on_record=self._on_record, on_event=self._on_event)
+        unsubscribe = run.subscribe(on_records=self._on_records, on_event=self._on_event)
         threading.Thread(target=self._loop, name=f"{type(self).__name__}-redraw", daemon=True).start()
 
         def detach() -> None:
@@ -56,10 +56,10 @@ class LiveView:
             self._redraw_if_changed()  # the final frame must hold the last record, whatever the thread does
         return detach
 
-    def _on_record(self, record: Record) -> None:
-        with self._lock:
-            changed = self.update(record)
-        if changed:
+    def _on_records(self, records: list[Record]) -> None:
+        with self._lock:  # once per batch: a fast stream arrives a few thousand records at a time
+            changed = [self.update(record) for record in records]
+        if any(changed):
             self._dirty.set()
 
     def _on_event(self, event: dict) -> None:

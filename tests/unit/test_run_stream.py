@@ -22,8 +22,20 @@ def control(kind, **fields) -> bytes:
     return protocol.control_frame(kind, **fields).rstrip(b"\n")
 
 
+def records(name, payloads) -> bytes:
+    return protocol.records_frame(name, json.dumps(payloads)).rstrip(b"\n")
+
+
 def record(name, payload) -> bytes:
-    return b"r " + json.dumps({"name": name, "payload": payload}).encode()
+    return records(name, [payload])
+
+
+def out(text: bytes) -> bytes:
+    return protocol.OUT + b" " + text
+
+
+def err(text: bytes) -> bytes:
+    return protocol.ERR + b" " + text
 
 
 EXIT0 = control(protocol.EXIT, status=0)
@@ -38,7 +50,7 @@ def finished(tmp_path, frames, **kwargs) -> Run:
 
 
 def test_frames_become_lines_records_and_status(tmp_path):
-    run = finished(tmp_path, [control("started", pid=1), b"o hello", b"e warn", record("ev", {"uid": 1001}),
+    run = finished(tmp_path, [control("started", pid=1), out(b"hello"), err(b"warn"), record("ev", {"uid": 1001}),
                               control("compiling", text="int x;"), EXIT0])
     assert run.status == 0
     assert list(run.lines) == [Line("stdout", "hello"), Line("stderr", "warn")]
@@ -48,12 +60,12 @@ def test_frames_become_lines_records_and_status(tmp_path):
 
 
 def test_memory_is_capped_and_the_log_keeps_everything(tmp_path):
-    frames = [b"o line %d" % i for i in range(5000)] + [record("e", i) for i in range(3000)]
+    frames = [out(b"line %d" % i) for i in range(5000)] + [records("e", list(range(i, i + 100))) for i in range(0, 3000, 100)]
     proc = fake_supervisor(frames + [EXIT0])
     proc.stdin.close()
-    seen = []
+    seen, batches = [], []
     run = Run(proc, "", tmp_path / "log", max_lines=100, max_records=10)
-    run.subscribe(on_record=seen.append)
+    run.subscribe(on_record=seen.append, on_records=batches.append)
     run.wait(30)
     assert (len(run.lines), run.dropped_lines) == (100, 4900)
     assert (len(run.records), run.dropped_records) == (10, 2990)
@@ -61,24 +73,25 @@ def test_memory_is_capped_and_the_log_keeps_everything(tmp_path):
     logged = list(run.read_log())
     assert sum(isinstance(x, Line) for x in logged) == 5000
     assert sum(isinstance(x, Record) for x in logged) == 3000
-    assert len(seen) == 3000
+    assert [r.payload for r in seen] == list(range(3000))
+    assert len(batches) == 30 and [r.payload for r in batches[-1]] == list(range(2900, 3000))
 
 
 def test_memory_is_capped_by_bytes_too(tmp_path):
-    big = b"o " + b"x" * 10_000
+    big = out(b"x" * 10_000)
     run = finished(tmp_path, [big] * 200 + [EXIT0], max_memory_bytes=100_000)
     assert run.line_count == 200 and 5 <= len(run.lines) <= 10
 
 
 def test_the_run_log_has_a_size_cap(tmp_path):
-    run = finished(tmp_path, [b"o " + b"y" * 1000] * 100 + [EXIT0], max_log_bytes=20_000)
+    run = finished(tmp_path, [out(b"y" * 1000)] * 100 + [EXIT0], max_log_bytes=20_000)
     assert run.log_truncated and (tmp_path / "log").stat().st_size <= 20_000
     assert run.line_count == 100 and any("run log stopped" in w for w in run.warnings())
 
 
 def test_malformed_frames_are_counted_not_fatal(tmp_path):
-    frames = [b"garbage", b"r {not json", b'r {"n":"old-style","p":1}', b'c {"status":0}', b"z what",
-              b"o still here", record("ok", 1), EXIT0]
+    frames = [b"garbage", protocol.RECORDS + b" {not json", protocol.RECORDS + b' {"name":"v2-style","payload":1}',
+              protocol.CONTROL + b' {"status":0}', b"z what", out(b"still here"), record("ok", 1), EXIT0]
     run = finished(tmp_path, frames)
     assert run.malformed_frames == 5 and run.status == 0
     assert [l.text for l in run.lines] == ["still here"] and [r.payload for r in run.records] == [1]
@@ -86,8 +99,8 @@ def test_malformed_frames_are_counted_not_fatal(tmp_path):
 
 
 def test_long_lines_are_split_and_long_records_skipped(tmp_path):
-    long_line = b"o " + b"a" * (3 * 1024 * 1024)
-    long_record = b"r " + b"{" + b"b" * (2 * 1024 * 1024)
+    long_line = out(b"a" * (3 * 1024 * 1024))
+    long_record = protocol.RECORDS + b" [" + b"b" * (2 * 1024 * 1024)
     run = finished(tmp_path, [long_line, long_record, record("after", 2), EXIT0])
     assert run.line_count == 3 and all(len(l.text) <= 1024 * 1024 + 1024 for l in run.lines)
     assert sum(len(l.text) for l in run.lines) == 3 * 1024 * 1024
@@ -153,7 +166,7 @@ def test_refused_and_compile_timeout_explain_themselves(tmp_path):
 
 
 def test_late_subscribers_get_what_already_arrived(tmp_path):
-    run = finished(tmp_path, [b"o early", record("e", 1), EXIT0])
+    run = finished(tmp_path, [out(b"early"), record("e", 1), EXIT0])
     lines, records, events = [], [], []
     run.subscribe(on_line=lines.append, on_record=records.append, on_event=events.append)
     assert [l.text for l in lines] == ["early"] and [r.payload for r in records] == [1]
@@ -161,7 +174,7 @@ def test_late_subscribers_get_what_already_arrived(tmp_path):
 
 
 def test_wait_for_returns_when_the_condition_holds(tmp_path):
-    proc = fake_supervisor([b"o one", b"o two"])
+    proc = fake_supervisor([out(b"one"), out(b"two")])
     run = Run(proc, "", tmp_path / "log")
     assert run.wait_for(lambda r: r.line_count >= 2, timeout=30)
     assert not run.wait_for(lambda r: r.line_count >= 3, timeout=0.5)

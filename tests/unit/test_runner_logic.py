@@ -33,7 +33,7 @@ def test_header_round_trip_and_version_check():
     header = protocol.RunHeader(source="print(1)", timeout=5.0,
                                 workload=[protocol.WorkloadSpec("alice", 3, ["/bin/true"], 2.0)])
     assert protocol.RunHeader.decode(header.encode()) == header
-    old = header.encode().replace(b'"version": 2', b'"version": 1')
+    old = header.encode().replace(b'"version": %d' % protocol.VERSION, b'"version": 1')
     with pytest.raises(protocol.ProtocolError, match="protocol 1"):
         protocol.RunHeader.decode(old)
 
@@ -221,10 +221,10 @@ def test_outbox_control_events_never_wait_for_a_stalled_host(guest_modules, monk
             pass
 
     box = guest_modules.Outbox(StalledHost(), on_host_gone=lambda: None)
-    box.data(b"o " + b"x" * 2000 + b"\n")  # taken by the writer, which now blocks
+    box.data(protocol.frame(protocol.OUT, b"x" * 2000))  # taken by the writer, which now blocks
     time.sleep(0.2)
-    box.data(b"o " + b"y" * 2000 + b"\n")  # queued: the outbox is now over its limit
-    blocked = threading.Thread(target=box.data, args=(b"o more\n",), daemon=True)
+    box.data(protocol.frame(protocol.OUT, b"y" * 2000))  # queued: the outbox is now over its limit
+    blocked = threading.Thread(target=box.data, args=(protocol.frame(protocol.OUT, b"more"),), daemon=True)
     blocked.start()
     blocked.join(0.5)
     assert blocked.is_alive(), "program output must wait while the host does not read"
@@ -247,9 +247,9 @@ def test_outbox_reports_a_vanished_host(guest_modules):
             pass
 
     box = guest_modules.Outbox(ClosedPipe(), on_host_gone=gone.set)
-    box.data(b"o hi\n")
+    box.data(protocol.frame(protocol.OUT, b"hi"))
     assert gone.wait(5) and box.host_gone.is_set()
-    box.data(b"o " + b"z" * 10_000_000 + b"\n")  # dropped, never waits
+    box.data(protocol.frame(protocol.OUT, b"z" * 10_000_000))  # dropped, never waits
 
 
 def test_stale_vm_state_after_a_host_reboot(tmp_path, monkeypatch):

@@ -8,9 +8,12 @@ from ebpf_lab.widgets import EventTable, UidChart
 class FakeRun:
     """Only the subscribe interface a view uses; the VM tests feed views from real runs."""
 
-    def subscribe(self, on_line=None, on_record=None, on_event=None):
-        self.on_record, self.on_event = on_record, on_event
+    def subscribe(self, on_line=None, on_record=None, on_event=None, on_records=None):
+        self.on_records, self.on_event = on_records, on_event
         return lambda: None
+
+    def on_record(self, record):
+        self.on_records([record])
 
 
 def wait_for(predicate, seconds=5.0):

@@ -267,9 +267,10 @@ def test_emit_from_forked_children_never_interleaves(lab):
 
 def test_the_host_survives_what_the_guest_sends(lab):
     """Frames the host cannot read are counted; a 20 MB line arrives in pieces; the run ends normally."""
-    source = ('import bootstrap, sys\nch = bootstrap._channel\n'
-              'ch.sock.send(b"r {not json\\n")\nch.sock.send(b"c [1, 2]\\n")\n'
-              'ch.sock.send(b"r " + b"y" * 1_500_000 + b"\\n")\n'
+    source = ('import bootstrap, protocol, sys\nch = bootstrap._channel\n'
+              'ch.sock.send(protocol.frame(protocol.RECORDS, b"{not json"))\n'
+              'ch.sock.send(protocol.frame(protocol.CONTROL, b"[1, 2]"))\n'
+              'ch.sock.send(protocol.frame(protocol.RECORDS, b"y" * 1_500_000))\n'
               'sys.stdout.write("x" * 20_000_000 + "\\n")\nemit("after", 1)\n')
     run = lab.run(source, echo=False)
     assert run.status == 0 and run.malformed_frames == 3

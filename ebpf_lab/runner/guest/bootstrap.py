@@ -9,9 +9,13 @@ Records and notes travel over a SOCK_SEQPACKET socket: every send is one message
 records emitted by forked children can never interleave half-way with the parent's.
 """
 import builtins
+import collections
+import itertools
 import json
 import linecache
+import operator
 import os
+import select
 import socket
 import sys
 import threading
@@ -19,19 +23,37 @@ import time
 import traceback
 
 import protocol
+import struct_layout
 
-BATCH_BYTES = 60 * 1024   # one message carries up to this many bytes of records
+BATCH_BYTES = 256 * 1024  # one message carries about this many bytes of records
+MAX_PENDING = 16384       # records waiting for the flusher; past that, emit() sends them itself
 FLUSH_SECONDS = 0.05      # and waits at most this long for more
+ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in this time never will
+SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
+PLAIN, JSON = "plain", "json"  # how a record is encoded, unless it is a struct (then: its layout)
 
 
 class Channel:
-    """Frames to the supervisor, batched, safe across fork()."""
+    """Records and notes to the supervisor, safe across fork().
+
+    emit() must cost little more than list.append, since a BCC callback may call it thousands of
+    times a second in a VM without hardware acceleration: a record is queued with no lock (a deque
+    append is atomic) and a flusher thread encodes a batch at a time. Consecutive records with
+    the same name become one frame: one json.dumps call for scalar payloads, and a flat ctypes
+    struct (a BCC event) travels as raw bytes, compressed, unpacked on the host. Mutable payloads
+    are encoded at emit() (what is sent is what was emitted, and a payload that cannot be sent
+    fails there). A note first sends the records before it, then waits until the supervisor has
+    forwarded the program's earlier output, so the host sees notes and output in program order.
+    """
 
     def __init__(self, sock):
         self.sock = sock
-        self._buf = bytearray()
-        self._lock = threading.Lock()
+        self._pending = collections.deque()  # (name, how, value) not yet sent
+        self._pending_bytes = 0              # of encoded payloads: approximate, it bounds memory only
+        self._layouts = {}                   # ctypes struct type -> its layout as JSON text, or None
+        self._lock = threading.Lock()        # one sender at a time
         self._batch = True
+        self._acks = True
         self._start_flusher()
         # Late-bound: the child replaces its lock, and a later fork in the child must use the new one.
         os.register_at_fork(before=lambda: self._lock.acquire(), after_in_parent=lambda: self._lock.release(),
@@ -40,7 +62,8 @@ class Channel:
     def _after_fork_in_child(self):
         # The child starts empty (the parent sends what it had) with a fresh lock. It sends each record
         # at once: forked children often end with os._exit(), which would lose a batch still buffered.
-        self._buf = bytearray()
+        self._pending = collections.deque()
+        self._pending_bytes = 0
         self._lock = threading.Lock()
         self._batch = False
 
@@ -52,25 +75,100 @@ class Channel:
             time.sleep(FLUSH_SECONDS)
             self.flush()
 
-    def send(self, data, urgent=False):
+    def record(self, name, payload):
+        kind = type(payload)
+        if kind in SCALARS:
+            self._pending.append((name, PLAIN, payload))
+        else:
+            how = self._layouts[kind] if kind in self._layouts else self._learn_layout(kind)
+            if how is not None:
+                value = bytes(payload)  # a BCC event points into the buffer, which the kernel reuses
+            else:
+                value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
+                how = JSON
+                if len(value) + len(name) > protocol.MAX_RECORD:
+                    raise ValueError(f"emit(): a record of {len(value) + len(name)} bytes is over the "
+                                     f"{protocol.MAX_RECORD} byte limit; send a summary or split it into several records")
+            self._pending.append((name, how, value))
+            self._pending_bytes += len(value)
+            if self._pending_bytes >= BATCH_BYTES:
+                self.flush()
+                return
+        if not self._batch or len(self._pending) >= MAX_PENDING:
+            self.flush()
+
+    def _learn_layout(self, kind):
+        layout = struct_layout.layout_of(kind)
+        self._layouts[kind] = json.dumps(layout) if layout else None
+        return self._layouts[kind]
+
+    def note(self, frame):
         with self._lock:
-            if self._buf and len(self._buf) + len(data) > BATCH_BYTES:
-                self._send_locked()
-            self._buf += data
-            if urgent or not self._batch or len(self._buf) >= BATCH_BYTES:
-                self._send_locked()
+            self._send_records_locked()
+            self._send_locked(frame)
+            if self._acks and not self._ack_arrived():
+                self._acks = False  # an old or stuck supervisor: stop waiting, keep running
 
     def flush(self):
         with self._lock:
-            self._send_locked()
+            self._send_records_locked()
 
-    def _send_locked(self):
-        if self._buf:
-            data, self._buf = bytes(self._buf), bytearray()
-            try:
-                self.sock.send(data)
-            except OSError:
-                pass  # the supervisor is gone; the lifeline or cgroup ends this process
+    def _ack_arrived(self):
+        ready, _, _ = select.select([self.sock], [], [], ACK_SECONDS)
+        try:
+            return bool(ready) and self.sock.recv(16) == protocol.NOTE_ACK
+        except OSError:
+            return False
+
+    def _send_records_locked(self):
+        pending = self._pending
+        if not pending:
+            return
+        take = pending.popleft
+        # Only what is queued now: emit() in other threads keeps appending meanwhile.
+        records = [take() for _ in range(len(pending))]
+        self._pending_bytes = 0
+        message = bytearray()
+        for (name, how), run in itertools.groupby(records, key=_NAME_AND_HOW):
+            for frame in _frames(name, how, list(map(_VALUE, run))):
+                message += frame
+                if len(message) >= BATCH_BYTES:
+                    self._send_locked(bytes(message))
+                    message.clear()
+        if message:
+            self._send_locked(bytes(message))
+
+    def _send_locked(self, data):
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass  # the supervisor is gone; the lifeline or cgroup ends this process
+
+
+_NAME_AND_HOW = operator.itemgetter(0, 1)
+_VALUE = operator.itemgetter(2)
+
+
+def _frames(name, how, values):
+    """Frames of about BATCH_BYTES at most for consecutive records of one name and encoding."""
+    if how is PLAIN:
+        step = BATCH_BYTES // 8
+        for i in range(0, len(values), step):
+            yield protocol.records_frame(name, json.dumps(values[i:i + step]))
+    elif how is JSON:
+        chunk, size = [], 0
+        for value in values:
+            chunk.append(value)
+            size += len(value)
+            if size >= BATCH_BYTES:
+                yield protocol.records_frame(name, "[" + ",".join(chunk) + "]")
+                chunk, size = [], 0
+        if chunk:
+            yield protocol.records_frame(name, "[" + ",".join(chunk) + "]")
+    else:
+        step = max(1, BATCH_BYTES // max(1, len(values[0])))
+        for i in range(0, len(values), step):
+            yield protocol.structs_frame(name, how, b"".join(values[i:i + step]))
 
 
 _channel = None
@@ -83,20 +181,18 @@ def _jsonable(value):
         return value.value
     if hasattr(value, "_fields_"):  # ctypes structs, as BCC perf events are
         return {name: getattr(value, name) for name, *_ in value._fields_}
+    if hasattr(value, "_length_"):  # ctypes arrays, as struct fields often are
+        return list(value)
     raise TypeError(f"emit(): cannot send {type(value).__name__} to the host")
 
 
 def emit(name, payload=None):
     """Send a record to the host (shown in widgets, kept in run.records)."""
-    data = json.dumps({"name": str(name), "payload": payload}, default=_jsonable, separators=(",", ":")).encode()
-    if len(data) > protocol.MAX_RECORD:
-        raise ValueError(f"emit(): a record of {len(data)} bytes is over the {protocol.MAX_RECORD} byte limit; "
-                         "send a summary or split it into several records")
-    _channel.send(protocol.frame(protocol.RECORD, data))
+    _channel.record(name if type(name) is str else str(name), payload)
 
 
 def note(kind, **fields):
-    _channel.send(protocol.control_frame(kind, **fields), urgent=True)
+    _channel.note(protocol.control_frame(kind, **fields))
 
 
 def _instrument_bcc():

@@ -27,6 +27,7 @@ import time
 import bpf_objects
 import cgroup
 import protocol
+from pump import Pump
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PR_SET_PDEATHSIG = 1
@@ -232,11 +233,9 @@ class Supervisor:
         emit_theirs.close()
         self.outbox.control(protocol.STARTED, pid=self.child.pid, warm=isinstance(self.child, WarmChild),
                             cgroup=self.cgroup is not None)
-        pumps = [threading.Thread(target=self.pump_text, args=(out_r, protocol.OUT), daemon=True),
-                 threading.Thread(target=self.pump_text, args=(err_r, protocol.ERR), daemon=True),
-                 threading.Thread(target=self.pump_emit, args=(emit_mine,), daemon=True)]
-        for t in pumps:
-            t.start()
+        pumping = threading.Thread(target=Pump(out_r, err_r, emit_mine, EMIT_MESSAGE_MAX, self.forward,
+                                                 self.note_control).run, name="pump", daemon=True)
+        pumping.start()
         threading.Thread(target=self.read_host, daemon=True).start()
         threading.Thread(target=self.watch_clock, daemon=True).start()
         for spec in self.header.workload:
@@ -244,8 +243,7 @@ class Supervisor:
         status = self.child.wait()
         self.done.set()
         self.kill_all()  # whatever the program started and left behind
-        for t in pumps:
-            t.join(timeout=5)
+        pumping.join(timeout=5)
         return status
 
     def finish(self, status, left):
@@ -258,27 +256,10 @@ class Supervisor:
         return status
 
     # -- output ------------------------------------------------------------------
-    def pump_text(self, fd, kind):
-        with os.fdopen(fd, "rb") as pipe:
-            while True:
-                line = pipe.readline(protocol.MAX_LINE)
-                if not line:
-                    return
-                self.outbox.data(protocol.frame(kind, line.rstrip(b"\n")))
-                self.note_output()
-
-    def pump_emit(self, sock):
-        with sock:
-            while True:
-                message = sock.recv(EMIT_MESSAGE_MAX)
-                if not message:
-                    return
-                self.outbox.data(message if message.endswith(b"\n") else message + b"\n")
-                for line in message.splitlines():
-                    if line.startswith(protocol.CONTROL + b" "):
-                        self.note_control(line)
-                    else:
-                        self.note_output()
+    def forward(self, data, output):
+        self.outbox.data(data)
+        if output:
+            self.note_output()
 
     def note_output(self):
         self.report_running(self.clock.on_output())

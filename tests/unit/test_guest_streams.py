@@ -1,0 +1,154 @@
+"""The guest's stream code on the host (it is stdlib only): how records are batched into frames and
+how the pump keeps output and notes in the order the program made them. The VM tests run the same
+code with real programs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ebpf_lab.runner import protocol
+
+GUEST = Path(__file__).resolve().parents[2] / "ebpf_lab" / "runner"
+
+
+@pytest.fixture
+def guest(monkeypatch):
+    monkeypatch.syspath_prepend(str(GUEST))
+    monkeypatch.syspath_prepend(str(GUEST / "guest"))
+    import bootstrap
+    import pump
+    return bootstrap, pump
+
+
+def frames_of(data: bytes) -> list[tuple[bytes, object]]:
+    return [protocol.decode_frame(raw) for raw in data.splitlines()]
+
+
+def test_records_are_batched_by_name_in_order(guest, monkeypatch):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)  # one batch, sent by flush()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    for i in range(3):
+        channel.record("n", i)
+    channel.record("n", {"uid": 1001})
+    channel.record("m", 2.5)
+    channel.record("n", None)
+    channel.flush()
+    assert frames_of(mine.recv(1 << 20)) == [
+        (protocol.RECORDS, ("n", [0, 1, 2])), (protocol.RECORDS, ("n", [{"uid": 1001}])),
+        (protocol.RECORDS, ("m", [2.5])), (protocol.RECORDS, ("n", [None]))]
+
+
+def test_a_record_that_cannot_be_sent_fails_at_emit(guest):
+    bootstrap, _ = guest
+    channel = bootstrap.Channel(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)[1])
+    with pytest.raises(TypeError, match="cannot send object"):
+        channel.record("x", object())
+    with pytest.raises(ValueError, match="over the 1048576 byte limit"):
+        channel.record("x", "z" * protocol.MAX_RECORD)
+
+
+def test_ctypes_payloads_become_json(guest):
+    import ctypes as ct
+    bootstrap, _ = guest
+
+    class Event(ct.Structure):
+        _fields_ = [("pid", ct.c_uint32), ("comm", ct.c_char * 8), ("args", ct.c_uint64 * 2)]
+
+    value = json.loads(json.dumps(Event(7, b"cat", (1, 2)), default=bootstrap._jsonable))
+    assert value == {"pid": 7, "comm": "cat", "args": [1, 2]}
+
+
+def run_pump(pump_module, program) -> list[bytes]:
+    """Run `program(out_fd, err_fd, sock)` in a thread against a real Pump; the frames it forwarded."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    forwarded, notes = [], []
+    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, lambda data, output: forwarded.append(data), notes.append)
+
+    def body():
+        program(out_w, err_w, theirs)
+        for fd in (out_w, err_w):
+            os.close(fd)
+        theirs.close()
+    writer = threading.Thread(target=body)
+    writer.start()
+    pump.run()
+    writer.join()
+    return [raw for data in forwarded for raw in data.splitlines()]
+
+
+def note(sock, kind):
+    """What bootstrap does: send the note, wait for the acknowledgement."""
+    sock.send(protocol.control_frame(kind))
+    assert sock.recv(16) == protocol.NOTE_ACK
+
+
+def test_a_note_comes_after_earlier_output_and_before_later_output(guest):
+    _, pump = guest
+
+    def program(out, err, sock):
+        for i in range(50):
+            os.write(err, b"warning %d\n" % i)
+        note(sock, protocol.COMPILED)
+        os.write(out, b"first line after the compile\n")
+        note(sock, protocol.ATTACHED)
+        os.write(out, b"partial")
+    frames = run_pump(pump, program)
+    kinds = [protocol.decode_frame(f) for f in frames]
+    compiled = kinds.index((protocol.CONTROL, {"kind": protocol.COMPILED}))
+    assert kinds[:compiled] == [(protocol.ERR, f"warning {i}") for i in range(50)]
+    assert kinds[compiled + 1:] == [(protocol.OUT, "first line after the compile"),
+                                    (protocol.CONTROL, {"kind": protocol.ATTACHED}), (protocol.OUT, "partial")]
+
+
+def test_long_lines_are_split_and_short_ones_kept_whole(guest):
+    _, pump = guest
+    splitter = pump.LineSplitter(protocol.OUT)
+    data = b"a" * (protocol.MAX_LINE + 10) + b"\nb\nc"
+    frames = splitter.feed(data[:7]) + splitter.feed(data[7:]) + splitter.end()
+    texts = [protocol.decode_frame(f.rstrip(b"\n"))[1] for f in frames]
+    assert texts == ["a" * protocol.MAX_LINE, "a" * 10, "b", "c"]
+
+
+def test_bcc_style_events_travel_raw_and_arrive_as_dicts(guest, monkeypatch):
+    import ctypes as ct
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+
+    class Event(ct.Structure):  # what bcc builds from `struct data_t { u32 pid; u64 ts; char comm[16]; u16 ports[3]; }`
+        _fields_ = [("pid", ct.c_uint), ("ts", ct.c_ulonglong), ("comm", ct.c_char * 16), ("ports", ct.c_ushort * 3),
+                    ("ratio", ct.c_double), ("ok", ct.c_bool)]
+
+    class Nested(ct.Structure):
+        _fields_ = [("inner", Event)]
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    events = [Event(i, 10**12 + i, b"cat", (1, 2, i), 0.5, True) for i in range(3)]
+    for e in events:
+        channel.record("ev", e)
+    channel.record("nested", Nested(events[0]))
+    channel.flush()
+    (kind, (name, got)), (kind2, (name2, nested)) = frames_of(mine.recv(1 << 20))
+    assert (kind, name, kind2) == (protocol.STRUCTS, "ev", protocol.RECORDS)
+    assert got == [{"pid": i, "ts": 10**12 + i, "comm": "cat", "ports": [1, 2, i], "ratio": 0.5, "ok": True}
+                   for i in range(3)]
+    assert nested[0]["inner"]["comm"] == "cat"  # not flat: sent as JSON
+
+
+def test_a_structs_frame_that_unpacks_to_too_much_is_refused():
+    import base64
+    import zlib
+    bomb = base64.b64encode(zlib.compress(bytes(protocol.MAX_STRUCTS_BYTES + 1), 9)).decode()
+    raw = protocol.STRUCTS + b" " + json.dumps(["ev", {"format": "<I", "fields": [["pid", 1, "int"]]}, bomb]).encode()
+    with pytest.raises(protocol.ProtocolError, match="unpacks to more than"):
+        protocol.decode_frame(raw)
