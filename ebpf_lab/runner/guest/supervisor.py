@@ -481,6 +481,9 @@ def main():
         return
     os.makedirs("/run/ebpf-lab", exist_ok=True)
     Supervisor(header, stream).run()
+    # Everything is reported (the exit frame is out). A normal interpreter exit would wait a second
+    # for the stdin reader thread's lock on sys.stdin before finalizing: every run would end late.
+    os._exit(0)
 
 
 if __name__ == "__main__":
