@@ -5,19 +5,15 @@ a scratch copy (so the course's saved outputs stay untouched) and the page is re
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from .jupyter_page import jupyterlab_server, lab_url, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DEADLINE = 600  # seconds: a compile under software emulation, the load, the redraws
 
 
@@ -30,62 +26,17 @@ def _cells_of_chapter_2() -> list[str]:
     return [setup, chart, live]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def jupyterlab(tmp_path, lab):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in _cells_of_chapter_2()])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "live.ipynb")
-    port, token = _free_port(), "ebpf-lab-browser-test"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--ServerApp.token={token}", "--ServerApp.disable_check_xsrf=True", "--expose-app-in-browser",
-         f"--ServerApp.root_dir={tmp_path}", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "jupyter.log", "wb"), cwd=tmp_path,
-        env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")})
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/lab/tree/live.ipynb?token={token}"
-    server.terminate()
-    server.wait(30)
-
-
-@pytest.fixture
-def browser():
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("Debian's chromium and chromium-driver are needed: sudo apt-get install chromium chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    with jupyterlab_server(tmp_path, tmp_path) as base:
+        yield lab_url(base, "live.ipynb")
 
 
 def _wait(driver, script: str, seconds: float = DEADLINE):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for: {script}")
+    return wait_for(driver, script, seconds)
 
 
 # The image in the live cell's output area (the third code cell), and whether that cell is still running.
