@@ -208,8 +208,8 @@ def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
 def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
     """The exercise: a function `answer` that returns 1 for root and 0 for everyone else.
 
-    It is loaded (so the verifier must accept it) and run with BPF_PROG_TEST_RUN twice: by root and
-    by alice, whose UID the helper must then report."""
+    It is loaded (so the verifier must accept it) and run with BPF_PROG_TEST_RUN three times: by
+    root, by alice, and by root with alice's group (which tells a UID test from a GID test)."""
     from ..inspect.bytecode import decode
 
     if (unfinished := _unfinished(c_text)) is not None:
