@@ -205,11 +205,11 @@ def loss_onset(lab, results: list[str], repeats: int = 3) -> None:
         shares, achieved = {}, {}
         for to_host in (False, True):
             sweeps = [event_phases(lab, kind, to_host, 1, 64, phases)[1] for _ in range(repeats)]
-            shares[to_host] = [statistics.median(lost / max(1, got + lost) for sweep in sweeps
-                                                 for label, got, lost, _, _ in [sweep[i]])
-                               for i in range(len(rates))]
-            achieved[to_host] = [statistics.median(int(sweep[i][4] or 0) / 2 for sweep in sweeps)  # 2 s per phase
-                                 for i in range(len(rates))]
+            # A sweep's phase i: (label, received, lost, seconds, opens the pacer made in its 2 s).
+            by_rate = list(zip(*sweeps))
+            shares[to_host] = [statistics.median(lost / max(1, got + lost) for _, got, lost, _, _ in phase)
+                               for phase in by_rate]
+            achieved[to_host] = [statistics.median(int(opens or 0) / 2 for *_, opens in phase) for phase in by_rate]
         cells = " / ".join(f"{vm:.1%} vs {host:.1%}" for vm, host in zip(shares[False], shares[True]))
         paced = " / ".join(f"{min(a, b):,.0f}" for a, b in zip(achieved[False], achieved[True]))
         results.append(f"| events lost ({kind} buffer, {buffer}, 64-byte events), median of {repeats}, "

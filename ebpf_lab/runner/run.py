@@ -151,20 +151,21 @@ class Run:
         counted in `callback_errors`.
         """
         pairs = (("line", on_line, self.lines), ("record", on_record, self.records), ("event", on_event, self.events))
+        subscribed = [(name, cb) for name, cb, _ in pairs] + [("records", on_records)]
         with self._lock:
             for name, cb, seen in pairs:
                 if cb:
                     for item in list(seen):
                         self._call(cb, item)
+            if on_records and self.records:
+                self._call(on_records, list(self.records))
+            for name, cb in subscribed:
+                if cb:
                     self._subs[name].append(cb)
-            if on_records:
-                if self.records:
-                    self._call(on_records, list(self.records))
-                self._subs["records"].append(on_records)
 
         def unsubscribe() -> None:
             with self._lock:
-                for name, cb in (*((n, c) for n, c, _ in pairs), ("records", on_records)):
+                for name, cb in subscribed:
                     if cb in self._subs[name]:
                         self._subs[name].remove(cb)
         return unsubscribe

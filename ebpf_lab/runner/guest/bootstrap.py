@@ -31,6 +31,7 @@ FLUSH_SECONDS = 0.05      # and waits at most this long for more
 ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in this time never will
 SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
 PLAIN, JSON = "plain", "json"  # how a record is encoded, unless it is a struct (then: its layout)
+_UNSEEN = object()             # a payload type whose layout was not looked for yet
 
 
 class Channel:
@@ -80,15 +81,18 @@ class Channel:
         if kind in SCALARS:
             self._pending.append((name, PLAIN, payload))
         else:
-            how = self._layouts[kind] if kind in self._layouts else self._learn_layout(kind)
+            how = self._layouts.get(kind, _UNSEEN)
+            if how is _UNSEEN:
+                how = self._learn_layout(kind)
             if how is not None:
                 value = bytes(payload)  # a BCC event points into the buffer, which the kernel reuses
             else:
                 value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
                 how = JSON
-                if len(value) + len(name) > protocol.MAX_RECORD:
-                    raise ValueError(f"emit(): a record of {len(value) + len(name)} bytes is over the "
-                                     f"{protocol.MAX_RECORD} byte limit; send a summary or split it into several records")
+                size = len(value) + len(name)
+                if size > protocol.MAX_RECORD:
+                    raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
+                                     "limit; send a summary or split it into several records")
             self._pending.append((name, how, value))
             self._pending_bytes += len(value)
             if self._pending_bytes >= BATCH_BYTES:
@@ -156,15 +160,12 @@ def _frames(name, how, values):
         for i in range(0, len(values), step):
             yield protocol.records_frame(name, json.dumps(values[i:i + step]))
     elif how is JSON:
-        chunk, size = [], 0
-        for value in values:
-            chunk.append(value)
+        start, size = 0, 0
+        for end, value in enumerate(values, 1):
             size += len(value)
-            if size >= BATCH_BYTES:
-                yield protocol.records_frame(name, "[" + ",".join(chunk) + "]")
-                chunk, size = [], 0
-        if chunk:
-            yield protocol.records_frame(name, "[" + ",".join(chunk) + "]")
+            if size >= BATCH_BYTES or end == len(values):
+                yield protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")
+                start, size = end, 0
     else:
         step = max(1, BATCH_BYTES // max(1, len(values[0])))
         for i in range(0, len(values), step):
