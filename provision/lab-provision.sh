@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The one provisioning script of the lab.
 #
-#   lab-provision.sh            on a running Debian/Ubuntu machine (the Vagrant box):
-#                               installs the lab packages and the headers of the running kernel.
+#   lab-provision.sh --kernel   on a running Debian/Ubuntu machine (the Vagrant box), before a reboot:
+#                               if the archive no longer has headers for the running kernel (an aged
+#                               box), installs the current kernel with its headers, to be booted next.
+#   lab-provision.sh            on that machine after the reboot: installs the lab packages and the
+#                               headers of the running kernel.
 #   lab-provision.sh --image    inside the chroot of the embedded VM's image build
 #                               (ebpf_lab/vm/image.py runs it through mmdebstrap):
 #                               also installs the minimal PID 1 the embedded VM boots with
@@ -22,15 +25,49 @@ IMAGE_KERNEL_PACKAGES=(linux-image-cloud-amd64 linux-headers-cloud-amd64 initram
 # Two unprivileged users with fixed UIDs, so per-UID labs give the same numbers everywhere.
 LAB_USERS=("alice:1001" "bob:1002")
 
-mode=machine
-[[ "${1:-}" == "--image" ]] && mode=image
+case "${1:-}" in
+  --image) mode=image ;;
+  --kernel) mode=kernel ;;
+  *) mode=machine ;;
+esac
 export DEBIAN_FRONTEND=noninteractive
+# Emulated disks make dpkg's fsyncs the slowest part of provisioning; a machine that crashes mid-way
+# is provisioned again anyway.
+APT_INSTALL=(apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io)
 
 all_installed() {
   local p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || return 1
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed" ]] || return 1
   done
+}
+
+has_candidate() {
+  local candidate
+  candidate=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  [[ -n $candidate && $candidate != "(none)" ]]
+}
+
+# BCC compiles against the headers of the *running* kernel; a box whose kernel left the archive has none.
+running_kernel_has_headers() {
+  all_installed "linux-headers-$(uname -r)" || has_candidate "linux-headers-$(uname -r)"
+}
+
+install_kernel_with_headers() {
+  if all_installed "linux-headers-$(uname -r)"; then
+    return
+  fi
+  apt-get update -qq
+  if running_kernel_has_headers; then
+    echo "ebpf-lab: kernel $(uname -r) has headers in the archive; keeping it"
+    return
+  fi
+  local flavour
+  flavour=$(dpkg --print-architecture)  # Debian: linux-image-amd64, Ubuntu: linux-image-generic
+  has_candidate "linux-image-$flavour" || flavour=generic
+  echo "ebpf-lab: the archive has no headers for kernel $(uname -r); installing the current" \
+       "kernel (linux-image-$flavour) and its headers, booted at the next step"
+  "${APT_INSTALL[@]}" "linux-image-$flavour" "linux-headers-$flavour"
 }
 
 install_packages() {
@@ -42,14 +79,12 @@ install_packages() {
   fi
   apt-get update -qq
   if [[ $mode == machine ]]; then
-    # BCC compiles against the headers of the *running* kernel.
-    if apt-cache show "linux-headers-$(uname -r)" >/dev/null 2>&1; then
-      pkgs+=("linux-headers-$(uname -r)")
-    else
-      # An older box whose kernel left the archive: install the current kernel and its headers.
-      echo "ebpf-lab: no headers for kernel $(uname -r); installing the current kernel. Afterwards run: vagrant reload" >&2
-      pkgs+=(linux-image-amd64 linux-headers-amd64)
+    if ! running_kernel_has_headers; then
+      echo "ebpf-lab: the archive has no headers for the running kernel $(uname -r)." \
+           "Run: vagrant provision (its first step installs a current kernel and reboots into it)" >&2
+      exit 1
     fi
+    pkgs+=("linux-headers-$(uname -r)")
     if ! apt-cache show bpftool >/dev/null 2>&1; then
       # Ubuntu ships bpftool with the kernel tools.
       pkgs=("${pkgs[@]/bpftool/}" linux-tools-common "linux-tools-$(uname -r)")
@@ -57,7 +92,7 @@ install_packages() {
   else
     pkgs+=("${IMAGE_KERNEL_PACKAGES[@]}")
   fi
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  "${APT_INSTALL[@]}" "${pkgs[@]}"
 }
 
 create_users() {
@@ -97,6 +132,10 @@ if [[ $mode == image ]]; then
   # Nothing may start in the build chroot.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+if [[ $mode == kernel ]]; then
+  install_kernel_with_headers
+  exit 0
 fi
 install_packages
 create_users
