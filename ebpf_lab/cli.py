@@ -76,10 +76,15 @@ def _seconds(text: str) -> float:
 
 
 def _course(args: argparse.Namespace) -> int:
-    from .vm import embedded, image
+    from .vm import image
+    from .vm.backend import select_backend
 
-    image.build_image()
-    embedded.up()
+    # A running Vagrant machine of this repo (or EBPF_LAB_TARGET) is used as it is; else the embedded VM.
+    backend = select_backend()
+    if backend.name == "embedded":
+        image.build_image()
+    backend.up()
+    print(f"lab VM: {backend.describe()}")
     root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root without it
     cmd = ["jupyter", "lab", *root, str(repo_dir() / "notebooks"), *args.jupyter_args]
     return subprocess.call(cmd)
@@ -88,7 +93,8 @@ def _course(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebpf-lab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    vm = sub.add_parser("vm", help="the embedded lab VM").add_subparsers(dest="action", required=True)
+    vm = sub.add_parser("vm", help="the lab VM: this repo's Vagrant machine if it runs, else the embedded VM "
+                                   "(EBPF_LAB_TARGET chooses)").add_subparsers(dest="action", required=True)
     build = vm.add_parser("build", help="build the VM image from Debian packages (cached by its inputs)")
     build.add_argument("--force", action="store_true", help="rebuild the image even if cached")
     vm.add_parser("up", help="boot the VM and wait until it answers ssh")
@@ -116,8 +122,9 @@ def parser() -> argparse.ArgumentParser:
                      help="once the program runs, exec CMD (default /bin/true) COUNT times as USER, back to back "
                           "or RATE per second")
     run.set_defaults(func=_run)
-    course = sub.add_parser("course", help="build and boot the VM if needed, then open the notebooks in Jupyter Lab")
-    course.add_argument("jupyter_args", nargs="*")
+    course = sub.add_parser("course", help="boot the lab VM if needed (building the embedded image, or using a running "
+                                           "Vagrant machine), then open the notebooks in Jupyter Lab")
+    course.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     course.set_defaults(func=_course)
     return p
 

@@ -1,6 +1,7 @@
 """The Vagrant lab VM: `vagrant up` in this repo, provisioned by provision/lab-provision.sh."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +27,11 @@ class VagrantVM:
     name = "vagrant"
 
     def _created(self) -> bool:
-        return any((repo_dir() / ".vagrant" / "machines").glob("*/*/id"))
+        # VAGRANT_DOTFILE_PATH moves .vagrant/ (the CI lane keeps its machine apart with it).
+        dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or repo_dir() / ".vagrant")
+        if not dotfile.is_absolute():
+            dotfile = repo_dir() / dotfile
+        return any((dotfile / "machines").glob("*/*/id"))
 
     def running(self) -> bool:
         if shutil.which("vagrant") is None or not self._created():

@@ -52,3 +52,18 @@ def test_connect_gives_one_lab_per_machine(monkeypatch):
     monkeypatch.setenv("EBPF_LAB_TARGET", "ssh://me@lab.example:2200")
     assert ebpf_lab.connect() is ebpf_lab.connect()  # the notebook's lab and its %%bcc cells share it
     assert ebpf_lab.connect("ssh://me@other.example") is not ebpf_lab.connect()
+
+
+def test_vagrant_machine_is_looked_for_where_vagrant_keeps_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("VAGRANT_DOTFILE_PATH", raising=False)
+    monkeypatch.setattr("ebpf_lab.vm.vagrant.repo_dir", lambda: tmp_path)
+    assert not VagrantVM()._created()
+    (tmp_path / ".vagrant/machines/default/libvirt").mkdir(parents=True)
+    (tmp_path / ".vagrant/machines/default/libvirt/id").write_text("x")
+    assert VagrantVM()._created()
+    # VAGRANT_DOTFILE_PATH moves it (the CI lane's machine lives apart from a learner's).
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(tmp_path / "lane"))
+    assert not VagrantVM()._created()
+    (tmp_path / "lane/machines/default/libvirt").mkdir(parents=True)
+    (tmp_path / "lane/machines/default/libvirt/id").write_text("x")
+    assert VagrantVM()._created()
