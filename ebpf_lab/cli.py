@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     course = sub.add_parser("course", help="boot the lab VM if needed (building the embedded image, or using a running "
                                            "Vagrant machine), then open the notebooks in Jupyter Lab")
-    course.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    course.add_argument("jupyter_args", nargs="*", help="passed on to jupyter lab, options too")
     course.set_defaults(func=_course)
     return p
 
@@ -136,9 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after -- belongs to the program, even options that look like ours.
         cut = argv.index("--")
         argv, program_args = argv[:cut], argv[cut + 1:]
+    jupyter_args: list[str] = []
+    if argv[:1] == ["course"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `course` is jupyter lab's (argparse would take its options for ours).
+        argv, jupyter_args = argv[:1], argv[1:]
     args = parser().parse_args(argv)
     if program_args:
         args.args += program_args
+    if jupyter_args:
+        args.jupyter_args = jupyter_args
     try:
         return args.func(args)
     except Interrupted as e:

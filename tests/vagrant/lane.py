@@ -1,0 +1,168 @@
+"""The Vagrant lane (`./lab.sh test-vagrant`): the learner's `vagrant up`, run for real, then tested.
+
+It starts libvirt if it is not running, builds the test box (tests/vagrant/box.py), registers it
+under the Vagrantfile's box name in a project-local VAGRANT_HOME, runs `vagrant up --provider=libvirt`
+on the project's unchanged Vagrantfile, runs the runner tests, the lab comparison and chapters under
+nbval against that VM, then destroys it and stops what it started.
+
+Settings that only suit a throwaway CI machine (Vagrant's well-known key left in place, an unsafe
+disk cache, TCG when KVM does not boot guests here) come from $VAGRANT_HOME/Vagrantfile, which
+Vagrant merges into the project's.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ebpf_lab.paths import repo_dir
+from ebpf_lab.vm import accel, image
+
+from .box import build_box
+
+LANE_DIR = repo_dir() / ".vagrant-lane"
+# qemu runs as libvirt-qemu, which may not reach into the checkout (e.g. under /root).
+QEMU_WRAPPER = Path("/var/lib/libvirt/ebpf-lab-lane/qemu-tcg-single")
+LIBVIRT_URI = "qemu:///system"
+TESTS = ["tests/vm/test_runner.py", "tests/vagrant", "notebooks/01-kprobes.ipynb",
+         "notebooks/02-maps.ipynb"]
+
+# With several vCPUs qemu's TCG runs one host thread per vCPU, and a vCPU now and then keeps running
+# stale code after another one patches the kernel (every BPF attach does): see ebpf_lab/vm/accel.py.
+# libvirt has no setting for it, so this wrapper turns libvirt's `-accel tcg` into one host thread.
+QEMU_WRAPPER_SCRIPT = """#!/bin/sh
+# qemu for the ebpf-lab Vagrant lane: single-threaded TCG (written by tests/vagrant/lane.py)
+prev=
+for arg; do
+  shift
+  [ "$prev" = -accel ] && [ "$arg" = tcg ] && arg=tcg,thread=single
+  set -- "$@" "$arg"
+  prev=$arg
+done
+exec /usr/bin/qemu-system-x86_64 "$@"
+"""
+
+
+def log(text: str) -> None:
+    print(f"test-vagrant: {text}", flush=True)
+
+
+def box_name() -> str:
+    m = re.search(r'config\.vm\.box\s*=\s*"([^"]+)"', (repo_dir() / "Vagrantfile").read_text())
+    if not m:
+        raise SystemExit("test-vagrant: no config.vm.box in the Vagrantfile")
+    return m.group(1)
+
+
+def lane_env() -> dict[str, str]:
+    # VAGRANT_DOTFILE_PATH keeps the lane's machine apart from a learner's own `vagrant up` here.
+    return dict(os.environ, VAGRANT_HOME=str(LANE_DIR / "home"), VAGRANT_DOTFILE_PATH=str(LANE_DIR / "machine"),
+                EBPF_LAB_TARGET="vagrant", LIBVIRT_DEFAULT_URI=LIBVIRT_URI)
+
+
+def vagrant(*args: str, check: bool = True) -> int:
+    log("vagrant " + " ".join(args))
+    return subprocess.run(["vagrant", *args], cwd=repo_dir(), env=lane_env(), check=check).returncode
+
+
+def libvirt_answers() -> bool:
+    return subprocess.run(["virsh", "-c", LIBVIRT_URI, "version"], capture_output=True).returncode == 0
+
+
+def start_libvirt() -> list[str]:
+    """Start libvirt's daemons unless they run; returns the pid files of what was started."""
+    if libvirt_answers():
+        return []
+    log("starting libvirtd and virtlogd")
+    Path("/run/libvirt").mkdir(parents=True, exist_ok=True)
+    started = []
+    for daemon in ("virtlogd", "libvirtd"):
+        subprocess.run([daemon, "-d"], check=True)
+        started.append(f"/run/{daemon}.pid")
+    deadline = time.monotonic() + 60
+    while not libvirt_answers():
+        if time.monotonic() > deadline:
+            raise SystemExit("test-vagrant: libvirtd did not answer within 60 s")
+        time.sleep(0.5)
+    return started
+
+
+def stop_libvirt(pidfiles: list[str]) -> None:
+    if not pidfiles:
+        return
+    # The networks vagrant-libvirt made run dnsmasq processes of their own.
+    nets = subprocess.run(["virsh", "-c", LIBVIRT_URI, "net-list", "--name"], capture_output=True, text=True).stdout
+    for net in nets.split():
+        subprocess.run(["virsh", "-c", LIBVIRT_URI, "net-destroy", net], capture_output=True)
+    for pidfile in reversed(pidfiles):
+        try:
+            os.kill(int(Path(pidfile).read_text()), 15)
+        except (OSError, ValueError):
+            pass
+    log("stopped libvirtd and virtlogd")
+
+
+def write_home_vagrantfile(use_tcg: bool) -> None:
+    home = LANE_DIR / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    tcg = ""
+    if use_tcg:
+        QEMU_WRAPPER.parent.mkdir(parents=True, exist_ok=True)
+        QEMU_WRAPPER.write_text(QEMU_WRAPPER_SCRIPT)
+        QEMU_WRAPPER.chmod(0o755)
+        tcg = f'    lv.driver = "qemu"\n    lv.emulator_path = "{QEMU_WRAPPER}"\n'
+    (home / "Vagrantfile").write_text(
+        "# Written by tests/vagrant/lane.py for the Vagrant lane only; Vagrant merges it into the project's.\n"
+        'Vagrant.configure("2") do |config|\n'
+        "  config.ssh.insert_key = false\n"
+        '  config.vm.provider "libvirt" do |lv|\n'
+        f"{tcg}"
+        '    lv.disk_driver :cache => "unsafe"\n'
+        '    lv.default_prefix = "ebpf-lab-lane-"\n'
+        "  end\n"
+        "end\n")
+
+
+def kvm_boots_guests() -> bool:
+    return accel.choose_accel("qemu-system-x86_64", image.require_image().kernel) == "kvm"
+
+
+def run_tests(extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *TESTS, "--nbval",
+           "--nbval-sanitize-with", "notebooks/sanitize.cfg", "--nbval-cell-timeout", "300", *extra]
+    log(" ".join(cmd[2:]))
+    status = subprocess.run(cmd, cwd=repo_dir(), env=lane_env()).returncode
+    if status == 5:
+        log("pytest collected no tests")
+        return 1
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if os.geteuid() != 0:
+        raise SystemExit("test-vagrant: needs root (it builds a disk image and runs libvirt): run it with sudo")
+    started = start_libvirt()
+    t0 = time.monotonic()
+    try:
+        box = build_box(log=log)
+        write_home_vagrantfile(use_tcg=not kvm_boots_guests())
+        if (LANE_DIR / "machine").exists():
+            vagrant("destroy", "-f")  # a lane that was killed left its VM: every lane starts from the box
+        vagrant("box", "add", "--force", "--name", box_name(), str(box))
+        vagrant("up", "--provider=libvirt")
+        log(f"vagrant up finished {time.monotonic() - t0:.0f} s into the lane")
+        return run_tests(argv)
+    finally:
+        if (LANE_DIR / "machine").exists():
+            vagrant("destroy", "-f", check=False)
+        stop_libvirt(started)
+        shutil.rmtree(QEMU_WRAPPER.parent, ignore_errors=True)
+        log(f"done in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,43 @@
+"""What a learner gets from one `vagrant up`: a booted current kernel, and a lab that finds the VM.
+
+Run by the Vagrant lane (tests/vagrant/lane.py) against the VM its `vagrant up` made from the test box.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from ebpf_lab.lab import connect
+
+from .box import box_key, boxes_dir
+
+
+def test_one_vagrant_up_boots_the_current_kernel_it_installed():
+    box_kernel = (boxes_dir() / box_key() / "kernel-release").read_text().strip()
+    lab = connect("vagrant")
+    running = lab.sh("uname -r").strip()
+    assert running != box_kernel, "the VM still runs the box's kernel: the kernel step or the reboot did not happen"
+    # The box's kernel is still there and its headers still hidden, so the fallback path is what ran.
+    assert lab.sh(f"dpkg-query -W -f='${{Status}}' linux-image-{box_kernel}").endswith("ok installed")
+    assert "Candidate: (none)" in lab.sh(f"apt-cache policy linux-headers-{box_kernel}")
+    assert lab.sh(f"test -d /lib/modules/{running}/build && echo headers").strip() == "headers"
+
+
+def learner(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    """`ebpf-lab ARGS` as a learner runs it: no EBPF_LAB_TARGET, and no embedded image to fall back on."""
+    env = {k: v for k, v in os.environ.items() if k != "EBPF_LAB_TARGET"}
+    env["EBPF_LAB_CACHE"] = str(tmp_path)
+    return subprocess.run([sys.executable, "-m", "ebpf_lab", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_lab_finds_the_running_vagrant_vm_by_itself(tmp_path):
+    status = learner("vm", "status", tmp_path=tmp_path)
+    assert status.returncode == 0 and "vm:      vagrant, running" in status.stdout, status
+    root = learner("vm", "ssh", "id", "-u", tmp_path=tmp_path)
+    assert root.stdout.strip() == "0", root
+    # `ebpf-lab course` (what ./lab.sh course runs) uses it too, and builds no embedded image.
+    course = learner("course", "--version", tmp_path=tmp_path)
+    assert course.returncode == 0 and "lab VM: this repo's Vagrant machine" in course.stdout, course
+    assert not (tmp_path / "images").exists()
