@@ -61,7 +61,9 @@ def box_name() -> str:
 def lane_env() -> dict[str, str]:
     # VAGRANT_DOTFILE_PATH keeps the lane's machine apart from a learner's own `vagrant up` here.
     return dict(os.environ, VAGRANT_HOME=str(LANE_DIR / "home"), VAGRANT_DOTFILE_PATH=str(LANE_DIR / "machine"),
-                EBPF_LAB_TARGET="vagrant", LIBVIRT_DEFAULT_URI=LIBVIRT_URI)
+                EBPF_LAB_TARGET="vagrant", LIBVIRT_DEFAULT_URI=LIBVIRT_URI,
+                # No calls home from CI (HashiCorp's version check, box updates from Vagrant Cloud).
+                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_BOX_UPDATE_CHECK_DISABLE="1")
 
 
 def vagrant(*args: str, check: bool = True) -> int:
