@@ -158,6 +158,9 @@ def main(argv: list[str]) -> int:
         vagrant("up", "--provider=libvirt")
         log(f"vagrant up finished {time.monotonic() - t0:.0f} s into the lane")
         return run_tests(argv)
+    except subprocess.CalledProcessError as e:
+        log(f"{' '.join(map(str, e.cmd))} failed (exit {e.returncode}); its output is above")
+        return 1
     finally:
         if (LANE_DIR / "machine").exists():
             vagrant("destroy", "-f", check=False)
