@@ -101,7 +101,7 @@ def build_image(force: bool = False, log: Callable[[str], None] = print) -> Imag
         try:
             image = _build(key, work, final, log)
         except BaseException:
-            _remove_tree(work)  # an interrupted build leaves no multi-GB debris
+            remove_tree(work)  # an interrupted build leaves no multi-GB debris
             raise
     _remove_unused_images(keep=key)
     return image
@@ -123,11 +123,14 @@ def _refuse_if_in_use(final: Path) -> None:
 def _remove_stale_builds() -> None:
     """Builds a crash or a reboot left behind (we hold the build lock, so none of them is running)."""
     for stale in images_dir().glob(".build-*"):
-        _remove_tree(stale)
+        remove_tree(stale)
 
 
-def _remove_tree(path: Path) -> None:
-    # A build killed during mkfs can leave the chroot bind-mounted inside: unmount before deleting.
+def remove_tree(path: Path) -> None:
+    """Delete a build directory, unmounting first what a killed build left mounted in it.
+
+    A build killed during mkfs leaves the chroot bind-mounted inside, with the host's /dev and /proc
+    mounted in the chroot: deleting through them would delete the host's device nodes."""
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for mount in sorted((m for m in mounts if m == str(path) or m.startswith(f"{path}/")), reverse=True):
         subprocess.run(["umount", "-l", mount], check=False)

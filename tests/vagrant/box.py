@@ -23,9 +23,10 @@ import tarfile
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from ebpf_lab.paths import cache_dir
-from ebpf_lab.vm.image import apt_sources
+from ebpf_lab.vm.image import apt_sources, remove_tree
 
 SUITE = "bookworm"
 DISK_GIB = 10
@@ -34,7 +35,8 @@ OVMF = "/usr/share/ovmf/OVMF.fd"
 # What a Debian cloud/vagrant box has, minus what it doesn't need here.
 PACKAGES = ["systemd-sysv", "udev", "dbus", "ifupdown", "isc-dhcp-client", "iproute2", "openssh-server",
             "sudo", "initramfs-tools", "linux-base", "ca-certificates"]
-VAGRANT_PUBLIC_KEY = Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-*/keys/vagrant.pub")
+# Vagrant's well-known key pair: boxes carry the public half, Vagrant logs in with the private one.
+VAGRANT_KEYS = Path("/usr/share/rubygems-integration/all/gems")
 
 # Runs in mmdebstrap's customize phase ($1 = the root). Picks the archive's oldest kernel ABI (an
 # "aged" box) and hides its headers, after checking a newer kernel exists for the fallback to take.
@@ -78,7 +80,7 @@ def boxes_dir() -> Path:
     return cache_dir() / "boxes"
 
 
-def build_box(log=print) -> Path:
+def build_box(log: Callable[[str], None] = print) -> Path:
     """The box file for this recipe, built unless cached; older builds are removed."""
     final = boxes_dir() / box_key()
     boxes_dir().mkdir(parents=True, exist_ok=True)
@@ -88,14 +90,14 @@ def build_box(log=print) -> Path:
             log(f"box up to date: {final}")
             return final / "box.box"
         for stale in boxes_dir().iterdir():
-            if not stale.name.startswith(".build.lock"):
-                shutil.rmtree(stale, ignore_errors=True)
+            if stale.name != ".build.lock":
+                remove_tree(stale)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes_dir()))
         try:
             _build(work, log)
             work.rename(final)
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             raise
     log(f"box ready: {final / 'box.box'}")
     return final / "box.box"
@@ -105,9 +107,9 @@ def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
 
 
-def _build(work: Path, log) -> None:
+def _build(work: Path, log: Callable[[str], None]) -> None:
     root_uuid = str(uuid.uuid4())
-    public_key = next(VAGRANT_PUBLIC_KEY, None)
+    public_key = next(VAGRANT_KEYS.glob("vagrant-*/keys/vagrant.pub"), None)
     if public_key is None:
         raise SystemExit("box: Vagrant's insecure public key not found (is Debian's vagrant package installed?)")
     tree = work / "tree"
