@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -85,8 +86,11 @@ def _course(args: argparse.Namespace) -> int:
         image.build_image()
     backend.up()
     print(f"lab VM: {backend.describe()}")
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise LabError("JupyterLab is not installed in this Python", "run: pip install -e '.[course]'")
     root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root without it
-    cmd = ["jupyter", "lab", *root, str(repo_dir() / "notebooks"), *args.jupyter_args]
+    # This Python's Jupyter, whether or not its environment is activated (./lab.sh runs .venv/bin/ebpf-lab).
+    cmd = [sys.executable, "-m", "jupyter", "lab", *root, str(repo_dir() / "notebooks"), *args.jupyter_args]
     return subprocess.call(cmd)
 
 
