@@ -108,6 +108,23 @@ def stop_libvirt(pidfiles: list[str]) -> None:
     log("stopped libvirtd and virtlogd")
 
 
+def pool_volumes() -> set[str]:
+    listing = subprocess.run(["virsh", "-c", LIBVIRT_URI, "vol-list", "default"], capture_output=True, text=True)
+    return {line.split()[0] for line in listing.stdout.splitlines()[2:] if line.strip()}
+
+
+def remove_box_copies(volumes_before: set[str]) -> None:
+    """The box's copies outside the cache: Vagrant's unpacked box and the base volume vagrant-libvirt
+    uploaded to libvirt's pool (~800 MB each, one more per lane otherwise). Only volumes this lane
+    made: another machine on this host may be built on a box of the same name."""
+    vagrant("box", "remove", "--force", "--all", box_name(), check=False)
+    prefix = box_name().replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    for volume in pool_volumes() - volumes_before:
+        if volume.startswith(prefix):
+            subprocess.run(["virsh", "-c", LIBVIRT_URI, "vol-delete", "--pool", "default", volume], check=False,
+                           capture_output=True)
+
+
 def write_home_vagrantfile(use_tcg: bool) -> None:
     home = LANE_DIR / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -148,6 +165,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         raise SystemExit("test-vagrant: needs root (it builds a disk image and runs libvirt): run it with sudo")
     started = start_libvirt()
+    volumes_before = pool_volumes()
     t0 = time.monotonic()
     try:
         box = build_box(log=log)
@@ -164,6 +182,7 @@ def main(argv: list[str]) -> int:
     finally:
         if (LANE_DIR / "machine").exists():
             vagrant("destroy", "-f", check=False)
+        remove_box_copies(volumes_before)
         stop_libvirt(started)
         shutil.rmtree(QEMU_WRAPPER.parent, ignore_errors=True)
         log(f"done in {time.monotonic() - t0:.0f} s")
