@@ -19,6 +19,7 @@ LAB_PACKAGES=(
   python3-bpfcc bpfcc-tools bpftool
   clang llvm libbpf-dev
   openssh-server iproute2 procps kmod
+  strace
 )
 # The embedded VM's kernel: the cloud flavour has NVMe and ext4 built in, so it boots without an initrd.
 IMAGE_KERNEL_PACKAGES=(linux-image-cloud-amd64 linux-headers-cloud-amd64 initramfs-tools)

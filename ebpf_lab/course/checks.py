@@ -9,41 +9,13 @@ nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..errors import BpftoolError, ProgramFailed
 from ..lab import Lab
 from .observe import KernelView, Observation, observe
+from .verdict import Verdict, no_bpf, unfinished
 
 ALICE, BOB = 1001, 1002
-
-
-@dataclass
-class Verdict:
-    passed: bool
-    message: str
-
-    def __repr__(self) -> str:
-        return ("PASS: " if self.passed else "NOT YET: ") + self.message
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-
-def _unfinished(text: str) -> Verdict | None:
-    """A TODO left in the code (not in a comment) means the learner has not filled the template in."""
-    for line in text.splitlines():
-        code = re.split(r"#|//", line, maxsplit=1)[0]
-        if re.search(r"\bTODO\b", code):
-            return Verdict(False, "replace the TODO parts of your answer with your code, then run the cell again")
-    return None
-
-
-def _no_bpf(kernel: KernelView, what: str) -> Verdict | None:
-    if not kernel.progs:
-        return Verdict(False, f"no BPF program was loaded while your answer ran (printing from Python does not "
-                              f"count): {what}")
-    return None
 
 
 def _on_openat(kernel: KernelView, *types: str) -> tuple[list[dict], Verdict | None]:
@@ -63,8 +35,8 @@ def _on_openat(kernel: KernelView, *types: str) -> tuple[list[dict], Verdict | N
 
 
 def _prepare(lab: Lab, answer: str, workload: list[str]) -> tuple[Observation | None, Verdict | None]:
-    if (unfinished := _unfinished(answer)) is not None:
-        return None, unfinished
+    if (todo := unfinished(answer)) is not None:
+        return None, todo
     obs = observe(lab, answer, workload)
     if obs.failure:
         return obs, Verdict(False, obs.failure)
@@ -76,7 +48,7 @@ def _openat_answer(lab: Lab, answer: str, workload: list[str],
     """Run an answer that should hook openat; its observation and its programs on openat, or a verdict."""
     obs, verdict = _prepare(lab, answer, workload)
     if verdict is None:
-        verdict = _no_bpf(obs.kernel, missing)
+        verdict = no_bpf(obs.kernel, missing)
     if verdict is not None:
         return obs, [], verdict
     progs, verdict = _on_openat(obs.kernel, "kprobe", "tracepoint")
@@ -176,7 +148,7 @@ def check_tailcall_exercise(lab: Lab, answer: str) -> Verdict:
     obs, verdict = _prepare(lab, answer, ["alice:3:/bin/cat /etc/hostname"])
     if verdict is not None:
         return verdict
-    if (verdict := _no_bpf(obs.kernel, "attach a raw tracepoint program to sys_enter")) is not None:
+    if (verdict := no_bpf(obs.kernel, "attach a raw tracepoint program to sys_enter")) is not None:
         return verdict
     dispatchers = [p for p, where in obs.kernel.attached() if p["type"] == "raw_tracepoint" and where == "sys_enter"]
     if not dispatchers:
@@ -212,8 +184,8 @@ def check_bytecode_exercise(lab: Lab, c_text: str) -> Verdict:
     root, by alice, and by root with alice's group (which tells a UID test from a GID test)."""
     from ..inspect.bytecode import decode
 
-    if (unfinished := _unfinished(c_text)) is not None:
-        return unfinished
+    if (todo := unfinished(c_text)) is not None:
+        return todo
     # Root in alice's group tells a UID test from a GID test (the upper 32 bits of the helper's value).
     program = ("from bcc import BPF\nfrom labtools import prog_test_run_as\n"
                f"b = BPF(text={c_text!r})\n"
@@ -265,8 +237,8 @@ def xdp_globals(lab: Lab, c_text: str, packets: int = 5) -> tuple[dict, tuple[in
 
 def check_xdp_exercise(lab: Lab, c_text: str) -> Verdict:
     """The exercise: an XDP program that passes every packet and counts them in a global `packets`."""
-    if (unfinished := _unfinished(c_text)) is not None:
-        return unfinished
+    if (todo := unfinished(c_text)) is not None:
+        return todo
     try:
         values, (sent, received) = xdp_globals(lab, c_text, packets=5)
     except BpftoolError as e:

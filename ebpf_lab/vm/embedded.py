@@ -148,7 +148,7 @@ def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
 
 
 def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
-                 memory_mb: int = 1024, cpus: int = 2) -> list[str]:
+                 memory_mb: int = 2048, cpus: int = 2) -> list[str]:
     append = " ".join([
         "root=/dev/nvme0n1", "rw", "init=/sbin/ebpf-lab-init", "console=ttyS0", "quiet", "panic=-1",
         f"ebpflab.key={public_key_blob()}",

@@ -1,13 +1,13 @@
 """Self-check logic that needs no VM: what counts as unfinished, reading bpftool's views."""
-from ebpf_lab.course.checks import _unfinished
+from ebpf_lab.course.verdict import unfinished
 from ebpf_lab.course.observe import KernelView, _int
 
 
 def test_todo_in_code_is_unfinished_but_not_in_comments():
-    assert _unfinished("x = 1\nTODO: fill the array\n") is not None
-    assert _unfinished("BPF(text='''\nint f(void *ctx) {\n    TODO\n}''')") is not None
-    assert _unfinished("# TODO: try a kretprobe next\nx = 1  # TODO later\n// TODO in C\n") is None
-    assert _unfinished("TODOS = 3") is None  # a word that merely starts with TODO
+    assert unfinished("x = 1\nTODO: fill the array\n") is not None
+    assert unfinished("BPF(text='''\nint f(void *ctx) {\n    TODO\n}''')") is not None
+    assert unfinished("# TODO: try a kretprobe next\nx = 1  # TODO later\n// TODO in C\n") is None
+    assert unfinished("TODOS = 3") is None  # a word that merely starts with TODO
 
 
 def test_map_entries_are_little_endian_integers():
