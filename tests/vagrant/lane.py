@@ -22,6 +22,7 @@ from pathlib import Path
 from ebpf_lab.paths import repo_dir
 from ebpf_lab.vm import accel, image
 
+from .. import suite
 from .box import build_box
 
 LANE_DIR = repo_dir() / ".vagrant-lane"
@@ -151,14 +152,8 @@ def kvm_boots_guests() -> bool:
 
 
 def run_tests(extra: list[str]) -> int:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *TESTS, "--nbval",
-           "--nbval-sanitize-with", "notebooks/sanitize.cfg", "--nbval-cell-timeout", "300", *extra]
-    log(" ".join(cmd[2:]))
-    status = subprocess.run(cmd, cwd=repo_dir(), env=lane_env()).returncode
-    if status == 5:
-        log("pytest collected no tests")
-        return 1
-    return status
+    log("pytest " + " ".join([*TESTS, *extra]))
+    return suite.run([*TESTS, *extra], env=lane_env())
 
 
 def main(argv: list[str]) -> int:

@@ -4,11 +4,11 @@ Run by the Vagrant lane (tests/vagrant/lane.py) against the VM its `vagrant up` 
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from ebpf_lab.lab import connect
+
+from ..cli import cli
 
 from .box import box_key, boxes_dir
 
@@ -26,10 +26,7 @@ def test_one_vagrant_up_boots_the_current_kernel_it_installed():
 
 def learner(*args: str, tmp_path) -> subprocess.CompletedProcess:
     """`ebpf-lab ARGS` as a learner runs it: no EBPF_LAB_TARGET, and no embedded image to fall back on."""
-    env = {k: v for k, v in os.environ.items() if k != "EBPF_LAB_TARGET"}
-    env["EBPF_LAB_CACHE"] = str(tmp_path)
-    return subprocess.run([sys.executable, "-m", "ebpf_lab", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return cli(*args, env={"EBPF_LAB_CACHE": str(tmp_path)}, unset=["EBPF_LAB_TARGET"], timeout=120)
 
 
 def test_the_lab_finds_the_running_vagrant_vm_by_itself(tmp_path):

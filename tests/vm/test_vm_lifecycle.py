@@ -15,10 +15,7 @@ from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.vm import embedded
 from ebpf_lab.transport.target import SshTarget
 
-
-def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ebpf_lab", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+from ..cli import cli
 
 
 @pytest.fixture
