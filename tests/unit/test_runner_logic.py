@@ -195,6 +195,25 @@ def test_clock_starts_at_attach_and_pauses_while_compiling(guest_modules, monkey
     assert clock.expired() == (protocol.TIMEOUT, 10)
 
 
+def test_workload_waits_for_every_probe_bpf_attaches_itself(guest_modules, monkeypatch):
+    # TRACEPOINT_PROBE functions are loaded and attached one by one inside BPF(): the gap between two
+    # attaches (a verification) can be long, but the workload must wait for the last one.
+    now = [0.0]
+    monkeypatch.setattr(guest_modules.time, "monotonic", lambda: now[0])
+    clock = guest_modules.RunClock(timeout=10, compile_timeout=300)
+    clock.on_compiling()
+    clock.on_attaching()
+    clock.on_attached()
+    now[0] += 5  # verifying the next function
+    assert clock.workload_ready.is_set() and not clock.settled()
+    clock.on_attaching()
+    clock.on_attached()
+    clock.on_compiled()
+    assert not clock.settled()  # the last attach was just now
+    now[0] += 1
+    assert clock.settled()
+
+
 def test_clock_compile_limit(guest_modules, monkeypatch):
     now = [0.0]
     monkeypatch.setattr(guest_modules.time, "monotonic", lambda: now[0])

@@ -154,9 +154,12 @@ class RunClock:
             return self._start("output", time.monotonic())
 
     def settled(self):
-        """No attach under way, and the last one a moment ago: a program attaches its probes in a row."""
+        """No BPF() under way (bcc attaches TRACEPOINT_PROBE and kprobe__ functions inside it, verifying
+        each one between two attaches: seconds under emulation), no attach under way, and the last one
+        a moment ago: a program attaches its probes in a row."""
         with self._lock:
-            return self.attaching == 0 and time.monotonic() - self.last_attach >= ATTACH_SETTLE_SECONDS
+            return (self.compiling_since is None and self.attaching == 0
+                    and time.monotonic() - self.last_attach >= ATTACH_SETTLE_SECONDS)
 
     def _start(self, reason, now):
         if self.running_since is not None:
