@@ -2,7 +2,7 @@
 import time
 
 from ebpf_lab.runner.run import Record
-from ebpf_lab.widgets import EventTable, UidChart
+from ebpf_lab.widgets import CountsChart, EventTable, UidChart
 
 
 class FakeRun:
@@ -39,6 +39,18 @@ def test_uid_chart_draws_counts_over_time_only_when_they_change():
     assert chart.label(1001) == "alice (1001)" and chart.label(1002) == "1002"
     png = bytes(chart.widget.value)
     assert png.startswith(b"\x89PNG") and png != waiting and chart.final_display().data == png
+
+
+def test_counts_chart_labels_keys_with_its_function_and_keeps_each_series():
+    chart = CountsChart(title="packets per IP protocol", label={17: "UDP", 6: "TCP"}.get)
+    chart.update(Record("counts", {"17": 2}, 0))
+    chart.update(Record("other", {"6": 1}, 0))
+    chart.update(Record("counts", {"17": 5, "6": 1}, 0))
+    assert chart.counts == {17: 5, 6: 1} and chart.series(6) == [0, 1] and chart.series(17) == [2, 5]
+    assert chart.label(17) == "UDP" and CountsChart().label(3) == "3"
+    chart.render()
+    assert bytes(chart.widget.value).startswith(b"\x89PNG")
+    assert isinstance(UidChart(), CountsChart)
 
 
 def test_a_second_run_starts_from_a_fresh_widget_and_empty_state():
