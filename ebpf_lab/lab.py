@@ -114,10 +114,11 @@ class Lab:
             run.raise_for_status()
         return run
 
-    def guest_tool(self, *args: object) -> str:
-        """Run the VM-side helpers (`labtools.py`: syscall-numbers, clear-trace, send-udp); their stdout."""
+    def guest_tool(self, *args: object, module: str = "labtools") -> str:
+        """Run the VM-side helpers (`labtools.py`: syscall-numbers, clear-trace, send-udp; or another
+        module of runner/guest, e.g. "nettools"); their stdout."""
         self._install_guest()
-        return self.sh(f"python3 {shlex.quote(self._guest_dir)}/labtools.py {shlex.join(str(a) for a in args)}")
+        return self.sh(f"python3 {shlex.quote(self._guest_dir)}/{module}.py {shlex.join(str(a) for a in args)}")
 
     def syscall_numbers(self, *names: str) -> dict[str, int]:
         """The lab kernel's syscall numbers by name, derived from its headers on any architecture."""

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..errors import BpftoolError, SshFailed
+from .verifier_log import libbpf_reason
 
 OBJ_DIR = "/root/ebpf-lab/obj"
 # Debian's libc headers keep asm/ under the multiarch directory, which clang -target bpf does not search.
@@ -49,8 +50,14 @@ class Bpftool:
         return obj
 
     def load(self, obj: str, pin: str) -> dict:
-        """`bpftool prog load OBJ PIN`: the program stays loaded while the pin exists."""
-        self.lab.sh(f"bpftool prog load {shlex.quote(obj)} {shlex.quote(pin)}")
+        """`bpftool prog load OBJ PIN`: the program stays loaded while the pin exists. A program the
+        verifier refuses raises a BpftoolError that says why, and at which C line."""
+        proc = self.lab.ssh.run(f"bpftool prog load {shlex.quote(obj)} {shlex.quote(pin)} || exit 1", check=False)
+        if proc.returncode != 0:
+            output = proc.stderr.decode(errors="replace")
+            if "BEGIN PROG LOAD LOG" in output:
+                raise BpftoolError(f"the kernel's verifier rejected the program: {libbpf_reason(output)}")
+            raise BpftoolError(f"bpftool could not load {obj}: {output.strip()[-400:]}")
         return self("prog", "show", "pinned", pin)
 
     def unpin(self, pin: str) -> None:
@@ -77,12 +84,17 @@ class Bpftool:
             self.lab.sh(f"ip link del {shlex.quote(name)}", check=False)
 
     @contextmanager
-    def xdp_attached(self, prog_id: int, dev: str) -> Iterator[None]:
-        self.lab.sh(f"bpftool net attach xdp id {int(prog_id)} dev {shlex.quote(dev)}")
+    def xdp_attached(self, prog_id: int, dev: str, mode: str = "xdp") -> Iterator[None]:
+        """The program as `dev`'s XDP program for the block. `mode`: xdp (native if the driver supports
+        XDP, else generic), xdpdrv (native, in the driver: fails where the driver has no XDP support),
+        or xdpgeneric (after the stack built an skb)."""
+        if mode not in ("xdp", "xdpdrv", "xdpgeneric"):
+            raise BpftoolError(f"unknown XDP mode {mode!r}", "use xdp, xdpdrv or xdpgeneric")
+        self.lab.sh(f"bpftool net attach {mode} id {int(prog_id)} dev {shlex.quote(dev)}")
         try:
             yield
         finally:
-            self.lab.sh(f"bpftool net detach xdp dev {shlex.quote(dev)}", check=False)
+            self.lab.sh(f"bpftool net detach {mode} dev {shlex.quote(dev)}", check=False)
 
 
 def _explain(args: tuple, message: str) -> BpftoolError:
