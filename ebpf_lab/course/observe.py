@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..errors import ProgramFailed
+from ..errors import BpftoolError, ProgramFailed
 from ..lab import Lab
 from ..runner import protocol
 from ..runner.run import Run
@@ -55,7 +55,7 @@ def _int(hex_bytes: list[str]) -> int:
     return int.from_bytes(bytes(int(b, 16) for b in hex_bytes), "little")
 
 
-def _dump(lab: Lab, map_id: int) -> dict[int, int]:
+def map_entries(lab: Lab, map_id: int) -> dict[int, int]:
     """A map's entries as integers (little-endian keys and values), read by bpftool from the kernel."""
     entries = {}
     for e in lab.bpftool("map", "dump", "id", map_id) or []:
@@ -74,7 +74,11 @@ def kernel_view(lab: Lab, before: set[int]) -> KernelView:
     for m in lab.bpftool("map", "show") or []:
         if m["id"] in map_ids:
             dumpable = m.get("type") in ("hash", "array", "percpu_hash", "lru_hash", "prog_array")
-            view.maps[m["id"]] = {**m, "entries": _dump(lab, m["id"]) if dumpable else {}}
+            try:
+                entries = map_entries(lab, m["id"]) if dumpable else {}
+            except BpftoolError:
+                continue  # freed between the listing and the dump: it belonged to a program that has ended
+            view.maps[m["id"]] = {**m, "entries": entries}
     return view
 
 

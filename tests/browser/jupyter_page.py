@@ -51,7 +51,8 @@ def jupyterlab_server(root: Path, scratch: Path) -> Iterator[str]:
 
 
 def lab_url(base: str, notebook: str) -> str:
-    return f"{base}/lab/tree/{notebook}?token={TOKEN}"
+    # reset: a fresh workspace, so notebooks opened before in this browser are not open (and in the page) too
+    return f"{base}/lab/tree/{notebook}?reset&token={TOKEN}"
 
 
 def wait_for(driver, script: str, seconds: float):
