@@ -18,7 +18,9 @@ class ExerciseMagics(Magics):
     def exercise(self, line: str, cell: str) -> Verdict:
         """%%exercise NAME: check the cell (your answer to chapter exercise NAME) by running it in the lab VM.
 
-        NAME is one of: kprobes, maps, ringbuf, tailcalls (Python with bcc), bytecode, xdp (C).
+        NAME is one of: kprobes, maps, ringbuf, tailcalls (Python with bcc), bytecode, xdp (C), then
+        pinning (Python), verifier (C for bcc: three functions), core (BPF C with vmlinux.h, built with
+        clang), histogram (Python), xdp_drop (C): chapters 7 to 11.
         The verdict is also kept in `_verdict`.
         """
         name = line.strip()
