@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 from .errors import BadArgument, Interrupted
 from .paths import cache_dir
 from .runner import protocol
+from .runner.data_channel import DataChannel
 from .runner.follow import CompileProgress, LivePrinter, drain
 from .runner.run import Run
 from .runner.workload import Workload
@@ -86,10 +87,19 @@ class Lab:
             grace=_seconds(grace, "grace") or protocol.DEFAULT_GRACE,
             workload=[(w if isinstance(w, Workload) else Workload.parse(w)).to_spec() for w in workload])
         self._install_guest()
-        proc = self.ssh.popen(f"exec python3 -u {shlex.quote(self._guest_dir)}/supervisor.py")
-        proc.stdin.write(header.encode())
-        proc.stdin.flush()
-        return Run(proc, source, _new_log_path(), timeout=header.timeout)
+        route = self.target.data_channel
+        channel = DataChannel(route) if route is not None else None
+        if channel is not None:
+            header.data_channel = channel.spec
+        try:
+            proc = self.ssh.popen(f"exec python3 -u {shlex.quote(self._guest_dir)}/supervisor.py")
+            proc.stdin.write(header.encode())
+            proc.stdin.flush()
+        except BaseException:
+            if channel is not None:
+                channel.close()
+            raise
+        return Run(proc, source, _new_log_path(), timeout=header.timeout, channel=channel)
 
     def run(self, source: str, *, timeout: float | None = None,
             compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),

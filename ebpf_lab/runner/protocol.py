@@ -10,8 +10,17 @@ guest -> host (supervisor stdout): frames, one per line: a one-byte kind, a spac
                 JSON [name, [payload, ...]] (one frame carries up to ~60 KiB of records)
     STRUCTS     the same for ctypes structs (BCC events) sent raw: JSON [name, layout, base64 of
                 the zlib-compressed structs' bytes back to back]; `decode_structs` makes them dicts
+    RAW_STRUCTS the same uncompressed, for a link that does not encrypt (the data channel below):
+                JSON [name, layout, n], a newline, then n bytes of structs and a newline. Over ssh,
+                compressing costs the guest less CPU than encrypting the raw bytes would; without
+                encryption, sending them as they are costs least.
     CONTROL     a control event: JSON {"kind": ..., ...}, kinds below
 The order of frames is the order the program made them in (see runner/guest/pump.py).
+
+The frames travel over ssh (the supervisor's stdout), or, when the header names a data channel,
+over a plain TCP connection the supervisor opens to it: it sends the channel's token and a
+newline, the host answers CHANNEL_ACK, and every frame then goes that way (ssh still carries the
+header, the control lines and the link's life). Without the answer the frames stay on stdout.
 """
 from __future__ import annotations
 
@@ -22,9 +31,12 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 
-VERSION = 3
+VERSION = 4
 
-OUT, ERR, RECORDS, STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"c"
+OUT, ERR, RECORDS, STRUCTS, RAW_STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"b", b"c"
+
+# The host's answer on a data channel that it took the connection.
+CHANNEL_ACK = b"ok\n"
 
 # Inside the VM, the supervisor answers each control frame the program sends with this, once the
 # program's earlier output is forwarded (see runner/guest/pump.py).
@@ -74,6 +86,15 @@ class WorkloadSpec:
 
 
 @dataclass
+class DataChannel:
+    """Where the supervisor connects to send its frames without ssh, and the token that names the run."""
+
+    host: str
+    port: int
+    token: str
+
+
+@dataclass
 class RunHeader:
     source: str
     filename: str = "<cell>"
@@ -82,6 +103,7 @@ class RunHeader:
     compile_timeout: float = DEFAULT_COMPILE_TIMEOUT
     grace: float = DEFAULT_GRACE
     workload: list[WorkloadSpec] = field(default_factory=list)
+    data_channel: DataChannel | None = None
     version: int = VERSION
 
     def encode(self) -> bytes:
@@ -93,6 +115,8 @@ class RunHeader:
         if obj.get("version") != VERSION:
             raise ProtocolError(f"runner protocol {obj.get('version')} != {VERSION}")
         obj["workload"] = [WorkloadSpec(**w) for w in obj.get("workload", [])]
+        if obj.get("data_channel") is not None:
+            obj["data_channel"] = DataChannel(**obj["data_channel"])
         return cls(**obj)
 
 
@@ -123,6 +147,23 @@ def structs_frame(name: str, layout_json: str, data: bytes) -> bytes:
     # Events are mostly zeros (the unused ends of char arrays): level 1 shrinks them for little CPU.
     packed = base64.b64encode(zlib.compress(data, 1))
     return frame(STRUCTS, f"[{json.dumps(name)},{layout_json},\"".encode() + packed + b'"]')
+
+
+def raw_structs_parts(name: str, layout_json: str, structs: list[bytes]) -> list[bytes]:
+    """A RAW_STRUCTS frame as buffers to send in one go: its header line, the structs as they are, a newline."""
+    n = sum(map(len, structs))
+    return [RAW_STRUCTS + f" [{json.dumps(name)},{layout_json},{n}]\n".encode(), *structs, b"\n"]
+
+
+def raw_length(header_line: bytes) -> int:
+    """How many bytes follow a RAW_STRUCTS frame's header line (without its newline), the final newline included."""
+    try:
+        n = json.loads(header_line[2:])[2]
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise ProtocolError(f"bad raw structs header: {header_line[:60]!r}") from None
+    if not isinstance(n, int) or not 0 <= n <= MAX_STRUCTS_BYTES:
+        raise ProtocolError(f"a raw structs frame of {n!r} bytes")
+    return n + 1
 
 
 def decode_structs(layout: dict, data: bytes) -> list[dict]:
@@ -157,12 +198,21 @@ def control_frame(kind: str, **fields: object) -> bytes:
 
 def decode_frame(raw: bytes) -> tuple[bytes, object]:
     """(kind, value) for one frame without its newline: text for OUT/ERR, (name, [payload, ...]) for
-    RECORDS and STRUCTS, a dict for CONTROL."""
+    RECORDS and STRUCTS (RAW_STRUCTS decode as STRUCTS), a dict for CONTROL."""
     kind, sep, payload = raw[:1], raw[1:2], raw[2:]
     if sep != b" ":
         raise ProtocolError(f"not a frame: {raw[:40]!r}")
     if kind in (OUT, ERR):
         return kind, payload.decode(errors="replace")
+    if kind == RAW_STRUCTS:
+        head, _, data = payload.partition(b"\n")
+        try:
+            name, layout, n = json.loads(head)
+            if len(data) != n:
+                raise ValueError(f"{len(data)} bytes of structs where the header says {n}")
+            return STRUCTS, (name, decode_structs(layout, data))
+        except (ValueError, TypeError, KeyError, struct.error) as e:
+            raise ProtocolError(f"bad raw structs frame: {e}") from None
     if kind == STRUCTS:
         try:
             name, layout, data = json.loads(payload)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 
 from ..errors import ProgramFailed, RunRefused
 from . import protocol
+from .data_channel import DataChannel
 from .diagnostics import explain_failure
 
 MAX_LINES = 10_000
@@ -28,6 +29,9 @@ MAX_MEMORY_BYTES = 64 * 1024 * 1024   # lines + records kept in memory
 MAX_LOG_BYTES = 256 * 1024 * 1024
 MAX_EVENTS = 10_000
 MAX_FRAME = protocol.MAX_RECORD + 1024  # one readline; a longer frame arrives in pieces
+# Once ssh has ended, how long the data channel may still deliver what was in flight: a guest that
+# hangs keeps its connection open, and the run must end as it does when ssh's keepalive gives up.
+CHANNEL_DRAIN_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Run:
     """A running (or finished) program. Create it with `Lab.start`."""
 
     def __init__(self, proc: subprocess.Popen, source: str, log_path: Path, timeout: float | None = None,
-                 max_lines: int = MAX_LINES, max_records: int = MAX_RECORDS,
+                 channel: DataChannel | None = None, max_lines: int = MAX_LINES, max_records: int = MAX_RECORDS,
                  max_memory_bytes: int = MAX_MEMORY_BYTES, max_log_bytes: int = MAX_LOG_BYTES) -> None:
         self.source = source
         self.timeout = timeout
@@ -77,6 +81,9 @@ class Run:
         self._running = False
         self._stalled_in: str | None = None
         self._proc = proc
+        self._channel = channel
+        # How the frames came: "data channel" (see data_channel.py) or "ssh".
+        self.link = "ssh"
         self._stderr: deque[str] = deque(maxlen=2_000)  # the tail, for diagnostics
         self._c_text: str | None = None
         self._exception: dict | None = None
@@ -190,10 +197,10 @@ class Run:
     def read_log(self) -> Iterator[Line | Record]:
         """Every line and record of the run, including those dropped from memory (up to the log's cap)."""
         with open(self.log_path, "rb") as f:
-            for raw in f:
+            for raw in _frames(f):
                 try:
-                    kind, value = protocol.decode_frame(raw.rstrip(b"\n"))
-                except protocol.ProtocolError:
+                    kind, value = protocol.decode_frame(raw)
+                except (protocol.ProtocolError, TypeError):
                     continue
                 if kind in (protocol.OUT, protocol.ERR):
                     yield Line("stdout" if kind == protocol.OUT else "stderr", value)
@@ -292,9 +299,26 @@ class Run:
         return found
 
     # -- reader thread ---------------------------------------------------------
+    def _streams(self) -> Iterator:
+        """Where the frames come from: the data channel if the supervisor opened it, then ssh's stdout
+        (all of them when there is no channel; normally nothing more when there is)."""
+        if self._channel is not None:
+            stream = self._channel.wait(self._proc.stdout)
+            if stream is not None:
+                self.link = "data channel"
+                threading.Thread(target=self._cut_channel_after_ssh, daemon=True).start()
+                with stream:
+                    yield stream
+        yield self._proc.stdout
+
+    def _cut_channel_after_ssh(self) -> None:
+        self._proc.wait()
+        if not self._done.wait(CHANNEL_DRAIN_SECONDS):
+            self._channel.cut()
+
     def _read(self) -> None:
         try:
-            for raw in _frames(self._proc.stdout):
+            for raw in (raw for stream in self._streams() for raw in _frames(stream)):
                 if raw is None:
                     self._malformed()
                     continue
@@ -322,6 +346,8 @@ class Run:
             self._proc.kill()  # the supervisor sees EOF and stops the program
             self.status = self._proc.wait()
         finally:
+            if self._channel is not None:
+                self._channel.close()
             self._log.close()
             self.ended_at = time.time()
             self._done.set()
@@ -454,7 +480,8 @@ def _frames(stream) -> Iterator[bytes | None]:
     """Frames without their newline, read in bounded pieces; None stands for a frame too long to keep.
 
     An over-long output line becomes several lines of the same stream; an over-long record or
-    control frame is skipped whole (it cannot be decoded from a piece).
+    control frame is skipped whole (it cannot be decoded from a piece). A RAW_STRUCTS frame is its
+    header line and the bytes it announces, newlines and all.
     """
     pending_kind: bytes | None = None  # the kind of an output line being split
     skipping = False
@@ -472,7 +499,13 @@ def _frames(stream) -> Iterator[bytes | None]:
             if complete:
                 pending_kind = None
             continue
-        if complete:
+        if complete and piece[:2] == protocol.RAW_STRUCTS + b" ":
+            # A bad length leaves the rest of the stream unreadable: the reader gives up on the run.
+            data = stream.read(protocol.raw_length(piece))
+            if not data.endswith(b"\n"):
+                raise protocol.ProtocolError("a raw structs frame ends early")
+            yield piece + b"\n" + data[:-1]
+        elif complete:
             yield piece
         elif piece[:2] in (protocol.OUT + b" ", protocol.ERR + b" "):
             yield piece

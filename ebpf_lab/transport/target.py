@@ -9,6 +9,16 @@ from ..errors import LabError
 
 
 @dataclass(frozen=True)
+class DataChannelRoute:
+    """A way from the machine to this host that needs no encryption: the guest connects to
+    guest_host:guest_port, and the connection is handed to the run listening in listen_dir."""
+
+    guest_host: str
+    guest_port: int
+    listen_dir: Path
+
+
+@dataclass(frozen=True)
 class SshTarget:
     """Everything ssh needs to reach a lab machine as a user who can become root."""
 
@@ -22,6 +32,8 @@ class SshTarget:
     # Only a machine the user named (ssh://) may need their ~/.ssh/config (a jump host, say);
     # the embedded and Vagrant VMs are reached with exactly the options given here.
     use_ssh_config: bool = False
+    # How a run's output can reach this host without ssh, if it can (only the embedded VM offers it).
+    data_channel: DataChannelRoute | None = None
     # What the machine's keeper knows when ssh gets no answer (qemu's run state, the guest console).
     diagnose: Callable[[], str] | None = field(default=None, compare=False, repr=False)
 

@@ -5,17 +5,19 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
-from ..paths import cache_dir
-from ..transport.target import SshTarget
+from ..paths import cache_dir, data_channel_dir
+from ..transport.target import DataChannelRoute, SshTarget
 from . import accel as accel_mod
 from .image import Image, find_image, require_image
 from .keys import ensure_key, identity_file, public_key_blob
@@ -23,6 +25,9 @@ from .keys import ensure_key, identity_file, public_key_blob
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
 HOST_KEY_ALIAS = "ebpf-lab-embedded"
+# Where the guest connects to send a run's frames to the host without ssh (see vm/data_relay.py):
+# an address in qemu's user network that only this forward answers.
+DATA_CHANNEL = ("10.0.2.100", 7700)
 
 
 @dataclass
@@ -37,6 +42,8 @@ class VMState:
     # Which boot of the host and which process: after a reboot the same pid can be anything.
     boot_id: str = ""
     pid_start: int = 0
+    # Where runs wait for the data channel forward ("": a VM started by an older ebpf-lab has none).
+    data_channel_dir: str = ""
 
     @property
     def image(self) -> Image:
@@ -147,7 +154,7 @@ def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
+def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, listen_dir: Path,
                  memory_mb: int = 2048, cpus: int = 2) -> list[str]:
     append = " ".join([
         "root=/dev/nvme0n1", "rw", "init=/sbin/ebpf-lab-init", "console=ttyS0", "quiet", "panic=-1",
@@ -164,11 +171,21 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path,
         # restrict=on: the guest (where notebook code runs as root) reaches nothing outside the VM, in
         # particular not the host's loopback services (10.0.2.2 would otherwise reach e.g. Jupyter);
         # the ssh forward into the guest keeps working.
-        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        # The guestfwd rule is the one way out: each connection to DATA_CHANNEL starts data_relay.py here.
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22,guestfwd={_data_forward(listen_dir)}",
+        "-device", "virtio-net-pci,netdev=n0",
         # A guest panic ends qemu (panic=-1 + -no-reboot) instead of leaving a hung VM.
         "-no-reboot", "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
         "-qmp", f"unix:{qmp},server=on,wait=off",
     ]
+
+
+def _data_forward(listen_dir: Path) -> str:
+    host, port = DATA_CHANNEL
+    relay = Path(__file__).with_name("data_relay.py")
+    # -I: the relay imports nothing but the stdlib, whatever the environment qemu inherited.
+    command = shlex.join([sys.executable, "-I", str(relay), str(listen_dir)])
+    return f"tcp:{host}:{port}-cmd:{command}".replace(",", ",,")  # a comma ends a qemu option
 
 
 def up(log=print) -> VMState:
@@ -205,15 +222,16 @@ def _boot(image: Image, accel: str, log) -> VMState:
     console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
     qmp.unlink(missing_ok=True)
     started = time.time()
+    listen_dir = data_channel_dir()
     qemu_log = vm_dir() / "qemu.log"
     # qemu outlives this process, so its stderr goes to a file, not a pipe someone must drain.
     with open(qemu_log, "wb") as errfile:
-        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp),
+        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp, listen_dir),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile,
                                 start_new_session=True)
     st = VMState(pid=proc.pid, port=port, accel=accel, image_dir=str(image.dir),
                  console=str(console), qmp=str(qmp), started=started, boot_id=_boot_id(),
-                 pid_start=_start_time(proc.pid))
+                 pid_start=_start_time(proc.pid), data_channel_dir=str(listen_dir))
     _state_file().write_text(json.dumps(asdict(st)))
     deadline = time.monotonic() + BOOT_TIMEOUT[accel]
     while not _ssh_banner(port):
@@ -364,4 +382,5 @@ class EmbeddedVM:
             options=(f"HostKeyAlias={HOST_KEY_ALIAS}", f"UserKnownHostsFile={known_hosts}",
                      "StrictHostKeyChecking=yes"),
             diagnose=diagnose,
+            data_channel=DataChannelRoute(*DATA_CHANNEL, Path(st.data_channel_dir)) if st.data_channel_dir else None,
         )

@@ -35,10 +35,10 @@ def test_records_are_batched_by_name_in_order(guest, monkeypatch):
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     channel = bootstrap.Channel(theirs)
     for i in range(3):
-        channel.record("n", i)
-    channel.record("n", {"uid": 1001})
-    channel.record("m", 2.5)
-    channel.record("n", None)
+        channel.emit("n", i)
+    channel.emit("n", {"uid": 1001})
+    channel.emit("m", 2.5)
+    channel.emit("n", None)
     channel.flush()
     assert frames_of(mine.recv(1 << 20)) == [
         (protocol.RECORDS, ("n", [0, 1, 2])), (protocol.RECORDS, ("n", [{"uid": 1001}])),
@@ -49,9 +49,9 @@ def test_a_record_that_cannot_be_sent_fails_at_emit(guest):
     bootstrap, _ = guest
     channel = bootstrap.Channel(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)[1])
     with pytest.raises(TypeError, match="cannot send object"):
-        channel.record("x", object())
+        channel.emit("x", object())
     with pytest.raises(ValueError, match="over the 1048576 byte limit"):
-        channel.record("x", "z" * protocol.MAX_RECORD)
+        channel.emit("x", "z" * protocol.MAX_RECORD)
 
 
 def test_ctypes_payloads_become_json(guest):
@@ -134,14 +134,72 @@ def test_bcc_style_events_travel_raw_and_arrive_as_dicts(guest, monkeypatch):
     channel = bootstrap.Channel(theirs)
     events = [Event(i, 10**12 + i, b"cat", (1, 2, i), 0.5, True) for i in range(3)]
     for e in events:
-        channel.record("ev", e)
-    channel.record("nested", Nested(events[0]))
+        channel.emit("ev", e)
+    channel.emit("nested", Nested(events[0]))
     channel.flush()
     (kind, (name, got)), (kind2, (name2, nested)) = frames_of(mine.recv(1 << 20))
     assert (kind, name, kind2) == (protocol.STRUCTS, "ev", protocol.RECORDS)
     assert got == [{"pid": i, "ts": 10**12 + i, "comm": "cat", "ports": [1, 2, i], "ratio": 0.5, "ok": True}
                    for i in range(3)]
     assert nested[0]["inner"]["comm"] == "cat"  # not flat: sent as JSON
+
+
+def test_on_a_data_channel_events_travel_uncompressed_and_arrive_alike(guest, monkeypatch):
+    import ctypes as ct
+    import io
+
+    from ebpf_lab.runner.run import _frames
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+
+    class Event(ct.Structure):
+        _fields_ = [("pid", ct.c_uint), ("comm", ct.c_char * 16)]
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs, raw_structs=True)
+    for i in range(3):
+        # Newlines inside the structs: the frame's length, not a line end, says where it stops.
+        channel.emit("ev", Event(i, b"a\nb"))
+    channel.emit("n", 7)
+    channel.flush()
+    message = mine.recv(1 << 20)
+    assert message.startswith(protocol.RAW_STRUCTS + b" ")
+    decoded = [protocol.decode_frame(raw) for raw in _frames(io.BytesIO(message))]
+    assert decoded == [(protocol.STRUCTS, ("ev", [{"pid": i, "comm": "a\nb"} for i in range(3)])),
+                       (protocol.RECORDS, ("n", [7]))]
+
+
+def test_a_raw_structs_frame_with_a_bad_length_ends_the_stream():
+    import io
+
+    from ebpf_lab.runner.run import _frames
+    layout = {"format": "<I", "fields": [["pid", 1, "int"]]}
+    short = protocol.RAW_STRUCTS + b" " + json.dumps(["ev", layout, 8]).encode() + b"\n" + b"\0" * 4
+    with pytest.raises(protocol.ProtocolError, match="ends early"):
+        list(_frames(io.BytesIO(short)))
+    huge = protocol.RAW_STRUCTS + b" " + json.dumps(["ev", layout, protocol.MAX_STRUCTS_BYTES + 1]).encode() + b"\n"
+    with pytest.raises(protocol.ProtocolError):
+        list(_frames(io.BytesIO(huge)))
+    with pytest.raises(protocol.ProtocolError, match="header says"):
+        protocol.decode_frame(protocol.RAW_STRUCTS + b" " + json.dumps(["ev", layout, 8]).encode() + b"\n" + bytes(4))
+
+
+def test_the_supervisor_keeps_ssh_when_the_data_channel_does_not_answer(guest):
+    import supervisor
+    where = protocol.DataChannel("127.0.0.1", _closed_port(), "0" * 32)
+    assert supervisor.open_data_channel(where, timeout=5) is None
+    # Something answers, but not with the acknowledgement (no run waits for this token).
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
+    where = protocol.DataChannel("127.0.0.1", server.getsockname()[1], "0" * 32)
+    assert supervisor.open_data_channel(where, timeout=5) is None
+    server.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_a_structs_frame_that_unpacks_to_too_much_is_refused():

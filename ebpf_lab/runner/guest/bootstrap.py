@@ -26,12 +26,12 @@ import protocol
 import struct_layout
 
 BATCH_BYTES = 256 * 1024  # one message carries about this many bytes of records
-MAX_PENDING = 16384       # records waiting for the flusher; past that, emit() sends them itself
-FLUSH_SECONDS = 0.05      # and waits at most this long for more
+BATCH_RECORDS = 512       # emit() sends the batch itself once it holds this many records (or BATCH_BYTES)
+FLUSH_SECONDS = 0.05      # a batch that stops growing is sent by the flusher thread after this long
 ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in this time never will
 SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
 PLAIN, JSON = "plain", "json"  # how a record is encoded, unless it is a struct (then: its layout)
-_UNSEEN = object()             # a payload type whose layout was not looked for yet
+MAX_PARTS = 1000               # buffers in one message (the kernel takes up to 1024)
 
 
 class Channel:
@@ -39,7 +39,10 @@ class Channel:
 
     emit() must cost little more than list.append, since a BCC callback may call it thousands of
     times a second in a VM without hardware acceleration: a record is queued with no lock (a deque
-    append is atomic) and a flusher thread encodes a batch at a time. Consecutive records with
+    append is atomic) and sent with its batch. A fast stream sends its batches from emit() itself; the
+    flusher thread only sends a batch that stopped growing. Were the flusher to send busy batches
+    too, it would hold the interpreter lock that every BCC callback must take back, stalling the
+    consumer while the kernel's buffer fills. Consecutive records with
     the same name become one frame: one json.dumps call for scalar payloads, and a flat ctypes
     struct (a BCC event) travels as raw bytes, compressed, unpacked on the host. Mutable payloads
     are encoded at emit() (what is sent is what was emitted, and a payload that cannot be sent
@@ -47,12 +50,15 @@ class Channel:
     forwarded the program's earlier output, so the host sees notes and output in program order.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock, raw_structs=False):
         self.sock = sock
+        # Structs go uncompressed when the supervisor's link to the host does not encrypt (protocol.py).
+        self._raw_structs = raw_structs
         self._pending = collections.deque()  # (name, how, value) not yet sent
         self._pending_bytes = 0              # of encoded payloads: approximate, it bounds memory only
-        self._layouts = {}                   # ctypes struct type -> its layout as JSON text, or None
+        self._hows = dict.fromkeys(SCALARS, PLAIN)  # payload type -> PLAIN, JSON or its struct layout
         self._lock = threading.Lock()        # one sender at a time
+        self._flushes = 0                    # batches sent: the flusher leaves a growing batch alone
         self._batch = True
         self._acks = True
         self._start_flusher()
@@ -72,44 +78,48 @@ class Channel:
         threading.Thread(target=self._flush_periodically, daemon=True).start()
 
     def _flush_periodically(self):
+        seen = -1
         while True:
             time.sleep(FLUSH_SECONDS)
-            self.flush()
-
-    def record(self, name, payload):
-        kind = type(payload)
-        if kind in SCALARS:
-            self._pending.append((name, PLAIN, payload))
-        else:
-            how = self._layouts.get(kind, _UNSEEN)
-            if how is _UNSEEN:
-                how = self._learn_layout(kind)
-            if how is not None:
-                value = bytes(payload)  # a BCC event points into the buffer, which the kernel reuses
-            else:
-                value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
-                how = JSON
-                size = len(value) + len(name)
-                if size > protocol.MAX_RECORD:
-                    raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
-                                     "limit; send a summary or split it into several records")
-            self._pending.append((name, how, value))
-            self._pending_bytes += len(value)
-            if self._pending_bytes >= BATCH_BYTES:
+            if self._flushes == seen:
                 self.flush()
-                return
-        if not self._batch or len(self._pending) >= MAX_PENDING:
+            seen = self._flushes
+
+    def emit(self, name, payload=None):
+        """Send a record to the host (shown in widgets, kept in run.records). The program's `emit`."""
+        if type(name) is not str:
+            name = str(name)
+        how = self._hows.get(type(payload))
+        if how is None:
+            how = self._learn(type(payload))
+        if how is PLAIN:
+            self._pending.append((name, PLAIN, payload))
+            if not self._batch or len(self._pending) >= BATCH_RECORDS:
+                self.flush()
+            return
+        if how is JSON:
+            value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
+            size = len(value) + len(name)
+            if size > protocol.MAX_RECORD:
+                raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
+                                 "limit; send a summary or split it into several records")
+        else:
+            value = bytes(payload)  # a BCC event points into the buffer, which the kernel reuses
+        self._pending.append((name, how, value))
+        self._pending_bytes += len(value)
+        if self._pending_bytes >= BATCH_BYTES or not self._batch or len(self._pending) >= BATCH_RECORDS:
             self.flush()
 
-    def _learn_layout(self, kind):
+    def _learn(self, kind):
+        """How payloads of this type travel: PLAIN, JSON, or (a flat ctypes struct) its layout as JSON text."""
         layout = struct_layout.layout_of(kind)
-        self._layouts[kind] = json.dumps(layout) if layout else None
-        return self._layouts[kind]
+        self._hows[kind] = json.dumps(layout) if layout else JSON
+        return self._hows[kind]
 
     def note(self, frame):
         with self._lock:
             self._send_records_locked()
-            self._send_locked(frame)
+            self._send_locked([frame])
             if self._acks and not self._ack_arrived():
                 self._acks = False  # an old or stuck supervisor: stop waiting, keep running
 
@@ -132,19 +142,22 @@ class Channel:
         # Only what is queued now: emit() in other threads keeps appending meanwhile.
         records = [take() for _ in range(len(pending))]
         self._pending_bytes = 0
-        message = bytearray()
+        self._flushes += 1
+        # Frames are lists of buffers, sent with one sendmsg() per message: the structs are not copied again.
+        parts, size = [], 0
         for (name, how), run in itertools.groupby(records, key=_NAME_AND_HOW):
-            for frame in _frames(name, how, list(map(_VALUE, run))):
-                message += frame
-                if len(message) >= BATCH_BYTES:
-                    self._send_locked(bytes(message))
-                    message.clear()
-        if message:
-            self._send_locked(bytes(message))
+            for frame in _frames(name, how, list(map(_VALUE, run)), self._raw_structs):
+                if parts and (size >= BATCH_BYTES or len(parts) + len(frame) > MAX_PARTS):
+                    self._send_locked(parts)
+                    parts, size = [], 0
+                parts += frame
+                size += sum(map(len, frame)) if len(frame) > 1 else len(frame[0])
+        if parts:
+            self._send_locked(parts)
 
-    def _send_locked(self, data):
+    def _send_locked(self, parts):
         try:
-            self.sock.send(data)
+            self.sock.sendmsg(parts)
         except OSError:
             pass  # the supervisor is gone; the lifeline or cgroup ends this process
 
@@ -153,23 +166,28 @@ _NAME_AND_HOW = operator.itemgetter(0, 1)
 _VALUE = operator.itemgetter(2)
 
 
-def _frames(name, how, values):
-    """Frames of about BATCH_BYTES at most for consecutive records of one name and encoding."""
+def _frames(name, how, values, raw_structs):
+    """Frames (each a list of buffers) of about BATCH_BYTES at most for consecutive records of one name
+    and encoding."""
     if how is PLAIN:
         step = BATCH_BYTES // 8
         for i in range(0, len(values), step):
-            yield protocol.records_frame(name, json.dumps(values[i:i + step]))
+            yield [protocol.records_frame(name, json.dumps(values[i:i + step]))]
     elif how is JSON:
         start, size = 0, 0
         for end, value in enumerate(values, 1):
             size += len(value)
             if size >= BATCH_BYTES or end == len(values):
-                yield protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")
+                yield [protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")]
                 start, size = end, 0
     else:
-        step = max(1, BATCH_BYTES // max(1, len(values[0])))
+        step = max(1, min(BATCH_BYTES // max(1, len(values[0])), MAX_PARTS - 2))
         for i in range(0, len(values), step):
-            yield protocol.structs_frame(name, how, b"".join(values[i:i + step]))
+            chunk = values[i:i + step]
+            if raw_structs:
+                yield protocol.raw_structs_parts(name, how, chunk)
+            else:
+                yield [protocol.structs_frame(name, how, b"".join(chunk))]
 
 
 _channel = None
@@ -185,11 +203,6 @@ def _jsonable(value):
     if hasattr(value, "_length_"):  # ctypes arrays, as struct fields often are
         return list(value)
     raise TypeError(f"emit(): cannot send {type(value).__name__} to the host")
-
-
-def emit(name, payload=None):
-    """Send a record to the host (shown in widgets, kept in run.records)."""
-    _channel.record(name if type(name) is str else str(name), payload)
 
 
 def note(kind, **fields):
@@ -267,15 +280,15 @@ def _report_exception(exc, filename):
     note(protocol.EXCEPTION, type=type(exc).__name__, message=str(exc), traceback=text)
 
 
-def run(path, filename, argv, emit_fd):
+def run(path, filename, argv, emit_fd, raw_structs=False):
     """Run the program at `path` as __main__ and exit the process with its status."""
     global _channel
-    _channel = Channel(socket.socket(fileno=emit_fd))
+    _channel = Channel(socket.socket(fileno=emit_fd), raw_structs)
     with open(path) as f:
         source = f.read()
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     sys.argv = [filename, *argv]
-    builtins.emit = emit
+    emit = builtins.emit = _channel.emit
     _instrument_bcc()
     status = 0
     try:
@@ -299,4 +312,5 @@ def run(path, filename, argv, emit_fd):
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], json.loads(os.environ.pop("EBPF_LAB_ARGV")), int(os.environ.pop("EBPF_LAB_EMIT_FD")))
+    run(sys.argv[1], sys.argv[2], json.loads(os.environ.pop("EBPF_LAB_ARGV")), int(os.environ.pop("EBPF_LAB_EMIT_FD")),
+        os.environ.pop("EBPF_LAB_RAW_STRUCTS", "") == "1")

@@ -34,6 +34,7 @@ PR_SET_PDEATHSIG = 1
 ATTACH_SETTLE_SECONDS = 0.3   # a program attaches several probes in a row: start the workload after the last
 OUTBOX_BYTES = 4 * 1024 * 1024
 EMIT_MESSAGE_MAX = 2 * protocol.MAX_RECORD
+CHANNEL_SECONDS = 10  # to reach the host's data channel and hear its answer; ssh is the way if not
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 TICK = 0.1
 
@@ -186,7 +187,8 @@ class RunClock:
 
 
 class Supervisor:
-    def __init__(self, header, stream):
+    def __init__(self, header, stream, raw_structs=False):
+        self.raw_structs = raw_structs
         self.header = header
         self.clock = RunClock(header.timeout, header.compile_timeout)
         self.outbox = Outbox(stream, on_host_gone=lambda: self.stop_async(None))
@@ -229,7 +231,7 @@ class Supervisor:
         # Big enough for one record of MAX_RECORD bytes in one message (root may exceed wmem_max).
         emit_theirs.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), EMIT_MESSAGE_MAX)
         spawn_args = (path, self.header.filename, self.header.argv, workdir, self.cgroup,
-                      out_w, err_w, emit_theirs.fileno())
+                      out_w, err_w, emit_theirs.fileno(), self.raw_structs)
         self.child = WarmChild.spawn(*spawn_args) or ColdChild.spawn(*spawn_args)
         for fd in (out_w, err_w):
             os.close(fd)
@@ -399,7 +401,7 @@ class ColdChild:
         self.pid = proc.pid
 
     @classmethod
-    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, raw_structs):
         libc = ctypes.CDLL(None, use_errno=True)
 
         def in_child():
@@ -408,7 +410,8 @@ class ColdChild:
             os.setsid()
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_fd), EBPF_LAB_ARGV=json.dumps(argv), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_fd), EBPF_LAB_ARGV=json.dumps(argv), PYTHONUNBUFFERED="1",
+                   EBPF_LAB_RAW_STRUCTS="1" if raw_structs else "0")
         return cls(subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "bootstrap.py"), path, filename],
                                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
                                     pass_fds=(emit_fd,), preexec_fn=in_child, cwd=cwd))
@@ -427,12 +430,13 @@ class WarmChild:
         self.replies, self.pid, self.lifeline = replies, pid, lifeline
 
     @classmethod
-    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, raw_structs):
         conn = cls.connect()
         if conn is None:
             return None
         life_r, life_w = os.pipe()
-        request = json.dumps({"path": path, "filename": filename, "argv": argv, "cwd": cwd, "cgroup": cg}).encode()
+        request = json.dumps({"path": path, "filename": filename, "argv": argv, "cwd": cwd, "cgroup": cg,
+                              "raw_structs": raw_structs}).encode()
         socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r])
         os.close(life_r)
         # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
@@ -471,6 +475,29 @@ class WarmChild:
         return json.loads(reply)["status"] if reply else 137
 
 
+def open_data_channel(where, timeout=CHANNEL_SECONDS):
+    """The host's data channel as a binary stream, or None (then the frames go over ssh, as they always can)."""
+    try:
+        sock = socket.create_connection((where.host, where.port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        sock.sendall(where.token.encode() + b"\n")
+        answer = b""
+        while len(answer) < len(protocol.CHANNEL_ACK):
+            got = sock.recv(len(protocol.CHANNEL_ACK) - len(answer))
+            if not got:
+                break
+            answer += got
+    except OSError:
+        answer = b""
+    if answer != protocol.CHANNEL_ACK:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock.makefile("wb")
+
+
 def main():
     stream = sys.stdout.buffer
     line = sys.stdin.buffer.readline()
@@ -483,7 +510,8 @@ def main():
         stream.flush()
         return
     os.makedirs("/run/ebpf-lab", exist_ok=True)
-    Supervisor(header, stream).run()
+    channel = open_data_channel(header.data_channel) if header.data_channel else None
+    Supervisor(header, channel or stream, raw_structs=channel is not None).run()
     # Everything is reported (the exit frame is out). A normal interpreter exit would wait a second
     # for the stdin reader thread's lock on sys.stdin before finalizing: every run would end late.
     os._exit(0)

@@ -67,7 +67,7 @@ def child(request, fds):
     os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=watch_lifeline, args=(lifeline,), daemon=True).start()
-    bootstrap.run(request["path"], request["filename"], request.get("argv", []), emit_fd)
+    bootstrap.run(request["path"], request["filename"], request.get("argv", []), emit_fd, request.get("raw_structs", False))
 
 
 def watch_lifeline(fd):
