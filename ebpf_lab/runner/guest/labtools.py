@@ -109,39 +109,53 @@ def prog_test_run(prog_fd):
     return struct.unpack_from("<I", attr, 4)[0]
 
 
-def prog_test_run_as(prog_fd, uid, gid=None):
-    """prog_test_run from a child that is `uid` and `gid` (default: the same number) but keeps
-    CAP_BPF, so that bpf_get_current_uid_gid() in the program sees that user and group."""
-    gid = uid if gid is None else gid
-    if (uid, gid) == (os.getuid(), os.getgid()):
-        return prog_test_run(prog_fd)
+def in_child(prepare, fn, *args):
+    """fn(*args) in a forked child after prepare() (entering a namespace, becoming another user), so
+    that this process keeps its own; the child's JSON-able result comes back through a pipe, its
+    exception as a RuntimeError here. A fork is far cheaper than starting another Python in the VM."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             os.close(r)
-            _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            # After the switch only the permitted set survives: make CAP_BPF effective again.
-            header = struct.pack("<Ii", 0x20080522, 0)
-            bit = struct.pack("<III", 0, 0, 0) + struct.pack("<III", 1 << (CAP_BPF - 32), 1 << (CAP_BPF - 32), 0)
-            _syscall("capset", header, bit)
-            os.write(w, str(prog_test_run(prog_fd)).encode())
+            prepare()
+            os.write(w, json.dumps({"result": fn(*args)}).encode())
             code = 0
         except BaseException as e:  # the parent reports it; a forked child must never return
-            os.write(w, f"error {e}".encode())
+            os.write(w, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
         finally:
             os._exit(code)
     os.close(w)
     with os.fdopen(r) as f:
-        answer = f.read()
+        answer = json.loads(f.read() or '{"error": "the child died"}')
     os.waitpid(pid, 0)
-    if answer.startswith("error"):
-        raise OSError(f"running the program as uid {uid}, gid {gid} failed: {answer[6:]}")
-    return int(answer)
+    if "error" in answer:
+        raise RuntimeError(answer["error"])
+    return answer["result"]
+
+
+def prog_test_run_as(prog_fd, uid, gid=None):
+    """prog_test_run from a child that is `uid` and `gid` (default: the same number) but keeps
+    CAP_BPF, so that bpf_get_current_uid_gid() in the program sees that user and group."""
+    gid = uid if gid is None else gid
+    if (uid, gid) == (os.getuid(), os.getgid()):
+        return prog_test_run(prog_fd)
+
+    def become_user_keeping_cap_bpf():
+        _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        # After the switch only the permitted set survives: make CAP_BPF effective again.
+        header = struct.pack("<Ii", 0x20080522, 0)
+        bit = struct.pack("<III", 0, 0, 0) + struct.pack("<III", 1 << (CAP_BPF - 32), 1 << (CAP_BPF - 32), 0)
+        _syscall("capset", header, bit)
+
+    try:
+        return in_child(become_user_keeping_cap_bpf, prog_test_run, prog_fd)
+    except RuntimeError as e:
+        raise RuntimeError(f"running the program as uid {uid}, gid {gid} failed: {e}") from None
 
 
 BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15

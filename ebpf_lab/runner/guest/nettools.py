@@ -252,30 +252,19 @@ def _listeners(ip, udp_ports, tcp_port):
 
 
 def in_netns(name, fn, *args):
-    """fn(*args) run in a child process that entered network namespace `name`; its result (JSON-able).
-    A fork is far cheaper than starting another Python with `ip netns exec` in the lab VM."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {name}: {os.strerror(ctypes.get_errno())}")
-            os.write(w, json.dumps({"result": fn(*args)}).encode())
-            code = 0
-        except BaseException as e:  # the parent reports it; a forked child must never return
-            os.write(w, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r) as f:
-        answer = json.loads(f.read() or '{"error": "the child died"}')
-    os.waitpid(pid, 0)
-    if "error" in answer:
-        raise RuntimeError(f"in network namespace {name}: {answer['error']}")
-    return answer["result"]
+    """fn(*args) run in a child process that entered network namespace `name`; its result (JSON-able)."""
+    # Here, not at the top: the host imports this module for its packet crafting, without labtools.
+    import labtools
+
+    def enter():
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name}: {os.strerror(ctypes.get_errno())}")
+
+    try:
+        return labtools.in_child(enter, fn, *args)
+    except RuntimeError as e:
+        raise RuntimeError(f"in network namespace {name}: {e}") from None
 
 
 def _drain(s):
