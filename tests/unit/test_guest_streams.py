@@ -169,6 +169,37 @@ def test_on_a_data_channel_events_travel_uncompressed_and_arrive_alike(guest, mo
                        (protocol.RECORDS, ("n", [7]))]
 
 
+def test_runs_of_structs_and_other_records_keep_the_order_they_were_emitted_in(guest, monkeypatch):
+    import ctypes as ct
+    import io
+
+    from ebpf_lab.runner.run import _frames
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+
+    class A(ct.Structure):
+        _fields_ = [("a", ct.c_uint)]
+
+    class B(ct.Structure):
+        _fields_ = [("b", ct.c_ushort)]
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs, raw_structs=True)
+    event = A(1)
+    channel.emit("s", event)
+    event.a = 2  # the kernel reuses an event's memory: what was emitted is what was sent
+    channel.emit("s", event)
+    channel.emit("n", 3)
+    channel.emit("s", A(4))
+    channel.emit("s", B(5))
+    channel.emit(6, A(7))  # a name that is not text becomes text
+    channel.emit("j", {"k": 8})
+    channel.flush()
+    got = [(protocol.decode_frame(raw)[1]) for raw in _frames(io.BytesIO(mine.recv(1 << 20)))]
+    assert got == [("s", [{"a": 1}, {"a": 2}]), ("n", [3]), ("s", [{"a": 4}]), ("s", [{"b": 5}]),
+                   ("6", [{"a": 7}]), ("j", [{"k": 8}])]
+
+
 def test_a_raw_structs_frame_with_a_bad_length_ends_the_stream():
     import io
 
