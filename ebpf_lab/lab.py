@@ -88,7 +88,7 @@ class Lab:
             workload=[(w if isinstance(w, Workload) else Workload.parse(w)).to_spec() for w in workload])
         self._install_guest()
         route = self.target.data_channel
-        channel = DataChannel(route) if route is not None else None
+        channel = DataChannel.lease(route) if route is not None else None
         if channel is not None:
             header.data_channel = channel.spec
         try:

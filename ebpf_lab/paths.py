@@ -54,9 +54,3 @@ def runtime_dir() -> Path:
                                f"run: chmod 700 {d}")
     return d
 
-
-def data_channel_dir() -> Path:
-    """Where a run waits for its data channel from the embedded VM (see vm/data_relay.py)."""
-    d = runtime_dir() / "data"
-    d.mkdir(mode=0o700, exist_ok=True)
-    return d

@@ -51,6 +51,7 @@ def bring_up_network() -> None:
     # No udev: virtio_pci must be loaded before virtio_net can find the NIC.
     sh("modprobe", "virtio_pci")
     sh("modprobe", "virtio_net")
+    sh("modprobe", "virtio_console")  # the data ports (ebpf_lab/runner/data_channel.py)
     sh("ip", "link", "set", "lo", "up")
     sh("ip", "addr", "add", ADDRESS, "dev", "eth0")
     sh("ip", "link", "set", "eth0", "up")

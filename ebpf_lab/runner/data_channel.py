@@ -1,17 +1,19 @@
-"""A run's end of the data channel: where its frames arrive without ssh (see protocol.py).
+"""A run's end of the data channel: a serial port of the VM that carries its frames instead of ssh.
 
-The run listens on a Unix socket named by a fresh token, in the directory the machine's route
-names; the guest's supervisor connects to the route's address and sends the token, and the
-host-side relay (vm/data_relay.py) hands that TCP connection over to this socket. The token is
-secret to the run (it travels in the header, over ssh), so no other guest process can take the
-run's place.
+qemu listens on a Unix socket per port (see vm/embedded.py). A run leases a free port with an
+exclusive lock on a file beside its socket (so two runs, even from two Jupyter kernels, never share
+one), connects, and names the port and a fresh token in its header. The supervisor opens the port
+in the guest, writes the token, and sends its frames once the host has answered (protocol.py).
+The port is a stream with no end of its own: the run's frames end with EXIT, and the port is
+free again when the run lets go of the lock.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 import select
 import socket
-from pathlib import Path
 from typing import BinaryIO
 
 from ..transport.target import DataChannelRoute
@@ -19,62 +21,66 @@ from . import protocol
 
 
 class DataChannel:
-    def __init__(self, route: DataChannelRoute) -> None:
+    def __init__(self, port: str, sock: socket.socket, lock_fd: int) -> None:
         self.token = secrets.token_hex(16)
-        self.spec = protocol.DataChannel(route.guest_host, route.guest_port, self.token)
-        self._path: Path | None = route.listen_dir / f"{self.token}.sock"
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(self._path))
-        self._listener.listen(1)
-        self.connection: socket.socket | None = None
+        self.spec = protocol.DataChannel(port, self.token)
+        self._sock = sock
+        self._lock_fd: int | None = lock_fd
+        self._stream: BinaryIO | None = None
+
+    @classmethod
+    def lease(cls, route: DataChannelRoute) -> "DataChannel | None":
+        """A free port of the route, connected; None when all are taken (the run then uses ssh)."""
+        for name, path in route.ports:
+            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock_fd)
+                continue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+            except OSError:
+                sock.close()
+                os.close(lock_fd)
+                continue
+            return cls(name, sock, lock_fd)
+        return None
 
     def wait(self, ssh_stdout: BinaryIO) -> BinaryIO | None:
-        """The channel's stream once the supervisor opened it, or None if ssh's stdout speaks first
-        (the supervisor could not reach the channel, or the run is over before it began)."""
-        try:
-            while True:
-                ready, _, _ = select.select([self._listener, ssh_stdout], [], [])
-                if ssh_stdout in ready:
-                    return None
-                conn = self._take()
-                if conn is not None:
-                    self.connection = conn
-                    return conn.makefile("rb")
-        finally:
-            self.close_listener()
-
-    def _take(self) -> socket.socket | None:
-        relay, _ = self._listener.accept()
-        with relay:
-            try:
-                _, fds, _, _ = socket.recv_fds(relay, 16, 1)
-            except OSError:
+        """The port's stream once the supervisor has said the run's token on it, or None if ssh's
+        stdout speaks first (the supervisor could not open the port, or the run ended before it began)."""
+        said, token_line = b"\n", b"\n" + self.token.encode() + b"\n"
+        while token_line not in said:  # what came before it on the port was not this run's
+            ready, _, _ = select.select([self._sock, ssh_stdout], [], [])
+            if ssh_stdout in ready:
                 return None
-        if not fds:
-            return None
-        conn = socket.socket(fileno=fds[0])
+            data = self._sock.recv(4096)
+            if not data:
+                return None
+            said = (said + data)[-4096:]
+        # The supervisor sends nothing more until it has the answer.
         try:
-            conn.sendall(protocol.CHANNEL_ACK)
+            self._sock.sendall(protocol.channel_ack(self.token))
         except OSError:
-            conn.close()
             return None
-        return conn
+        self._stream = self._sock.makefile("rb")
+        return self._stream
 
     def cut(self) -> None:
-        """End the channel's stream (when ssh is gone and the guest says nothing more)."""
-        if self.connection is not None:
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close_listener(self) -> None:
-        self._listener.close()
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-            self._path = None
+        """End the port's stream for the reader (when ssh is gone and the guest says nothing more)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
-        self.close_listener()
-        if self.connection is not None:
-            self.connection.close()
+        """Let go of the port: disconnect, then free it for the next run."""
+        if self._stream is not None:
+            self._stream.close()
+        self._sock.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the lock goes with the file's last descriptor
+            self._lock_fd = None
+

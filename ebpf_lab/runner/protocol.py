@@ -12,15 +12,16 @@ guest -> host (supervisor stdout): frames, one per line: a one-byte kind, a spac
                 the zlib-compressed structs' bytes back to back]; `decode_structs` makes them dicts
     RAW_STRUCTS the same uncompressed, for a link that does not encrypt (the data channel below):
                 JSON [name, layout, n], a newline, then n bytes of structs and a newline. Over ssh,
-                compressing costs the guest less CPU than encrypting the raw bytes would; without
-                encryption, sending them as they are costs least.
+                compressing costs the guest less CPU than encrypting the raw bytes would; on the data
+                channel, sending them as they are costs least.
     CONTROL     a control event: JSON {"kind": ..., ...}, kinds below
 The order of frames is the order the program made them in (see runner/guest/pump.py).
 
 The frames travel over ssh (the supervisor's stdout), or, when the header names a data channel,
-over a plain TCP connection the supervisor opens to it: it sends the channel's token and a
-newline, the host answers CHANNEL_ACK, and every frame then goes that way (ssh still carries the
-header, the control lines and the link's life). Without the answer the frames stay on stdout.
+over that serial port of the VM, which the host holds open for the run: the supervisor writes the
+channel's token and a newline, the host answers `channel_ack(token)`, and every frame then goes
+that way, ending with EXIT (ssh still carries the header, the control lines and the link's life).
+Without the answer the frames stay on stdout.
 """
 from __future__ import annotations
 
@@ -35,8 +36,6 @@ VERSION = 4
 
 OUT, ERR, RECORDS, STRUCTS, RAW_STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"b", b"c"
 
-# The host's answer on a data channel that it took the connection.
-CHANNEL_ACK = b"ok\n"
 
 # Inside the VM, the supervisor answers each control frame the program sends with this, once the
 # program's earlier output is forwarded (see runner/guest/pump.py).
@@ -87,11 +86,15 @@ class WorkloadSpec:
 
 @dataclass
 class DataChannel:
-    """Where the supervisor connects to send its frames without ssh, and the token that names the run."""
+    """The serial port (its name in the guest) the run's frames may take, and the token that names the run."""
 
-    host: str
-    port: int
+    port: str
     token: str
+
+
+def channel_ack(token: str) -> bytes:
+    """The host's answer on a data channel to the run's token: the port is this run's now."""
+    return f"ok {token}\n".encode()
 
 
 @dataclass

@@ -300,41 +300,46 @@ class Run:
 
     # -- reader thread ---------------------------------------------------------
     def _streams(self) -> Iterator:
-        """Where the frames come from: the data channel if the supervisor opened it, then ssh's stdout
-        (all of them when there is no channel; normally nothing more when there is)."""
+        """Where the frames come from: the data channel if the supervisor opened it (up to EXIT: a port
+        has no end of its own), then ssh's stdout (all of them when there is no channel)."""
         if self._channel is not None:
             stream = self._channel.wait(self._proc.stdout)
             if stream is not None:
                 self.link = "data channel"
                 threading.Thread(target=self._cut_channel_after_ssh, daemon=True).start()
-                with stream:
-                    yield stream
+                yield stream
+            self._channel.close()  # the port is free for the next run
         yield self._proc.stdout
 
     def _cut_channel_after_ssh(self) -> None:
+        # A supervisor that died without EXIT leaves the port open: once ssh has ended too, what was
+        # in flight has this long to arrive.
         self._proc.wait()
-        if not self._done.wait(CHANNEL_DRAIN_SECONDS):
+        if not self._done.wait(CHANNEL_DRAIN_SECONDS) and self.status is None:
             self._channel.cut()
 
     def _read(self) -> None:
         try:
-            for raw in (raw for stream in self._streams() for raw in _frames(stream)):
-                if raw is None:
-                    self._malformed()
-                    continue
-                self._write_log(raw)
-                try:
-                    kind, value = protocol.decode_frame(raw)
-                except protocol.ProtocolError:
-                    self._malformed()
-                    continue
-                if kind == protocol.OUT or kind == protocol.ERR:
-                    self._on_line(Line("stdout" if kind == protocol.OUT else "stderr", value), len(raw))
-                elif kind in (protocol.RECORDS, protocol.STRUCTS):
-                    name, payloads = value
-                    self._on_records(name, payloads, len(raw))
-                else:
-                    self._on_event(value)
+            for stream in self._streams():
+                for raw in _frames(stream):
+                    if raw is None:
+                        self._malformed()
+                        continue
+                    self._write_log(raw)
+                    try:
+                        kind, value = protocol.decode_frame(raw)
+                    except protocol.ProtocolError:
+                        self._malformed()
+                        continue
+                    if kind == protocol.OUT or kind == protocol.ERR:
+                        self._on_line(Line("stdout" if kind == protocol.OUT else "stderr", value), len(raw))
+                    elif kind in (protocol.RECORDS, protocol.STRUCTS):
+                        name, payloads = value
+                        self._on_records(name, payloads, len(raw))
+                    else:
+                        self._on_event(value)
+                        if value["kind"] == protocol.EXIT and stream is not self._proc.stdout:
+                            break
             self._proc.wait()
             if self.status is None:
                 # No exit frame: the link died, or ssh itself failed.

@@ -10,12 +10,11 @@ from ..errors import LabError
 
 @dataclass(frozen=True)
 class DataChannelRoute:
-    """A way from the machine to this host that needs no encryption: the guest connects to
-    guest_host:guest_port, and the connection is handed to the run listening in listen_dir."""
+    """Ways from the machine to this host that need neither ssh nor a network: serial ports, each a
+    (name in the guest, Unix socket on this host) pair. A run leases one with a lock file beside its
+    socket (see runner/data_channel.py)."""
 
-    guest_host: str
-    guest_port: int
-    listen_dir: Path
+    ports: tuple[tuple[str, Path], ...]
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,16 @@ import contextlib
 import fcntl
 import json
 import os
-import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
-from ..paths import cache_dir, data_channel_dir
+from ..paths import cache_dir
 from ..transport.target import DataChannelRoute, SshTarget
 from . import accel as accel_mod
 from .image import Image, find_image, require_image
@@ -25,9 +23,9 @@ from .keys import ensure_key, identity_file, public_key_blob
 QEMU = "qemu-system-x86_64"
 BOOT_TIMEOUT = {"kvm": 60.0, "tcg": 180.0}
 HOST_KEY_ALIAS = "ebpf-lab-embedded"
-# Where the guest connects to send a run's frames to the host without ssh (see vm/data_relay.py):
-# an address in qemu's user network that only this forward answers.
-DATA_CHANNEL = ("10.0.2.100", 7700)
+# Serial ports a run's frames can take to the host instead of ssh (runner/data_channel.py): one per
+# run at a time; runs beyond that use ssh.
+DATA_PORTS = 4
 
 
 @dataclass
@@ -42,8 +40,8 @@ class VMState:
     # Which boot of the host and which process: after a reboot the same pid can be anything.
     boot_id: str = ""
     pid_start: int = 0
-    # Where runs wait for the data channel forward ("": a VM started by an older ebpf-lab has none).
-    data_channel_dir: str = ""
+    # Where the data ports' sockets are ("": a VM started by an older ebpf-lab has none).
+    data_ports_dir: str = ""
 
     @property
     def image(self) -> Image:
@@ -154,7 +152,7 @@ def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, listen_dir: Path,
+def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, ports_dir: Path,
                  memory_mb: int = 2048, cpus: int = 2) -> list[str]:
     append = " ".join([
         "root=/dev/nvme0n1", "rw", "init=/sbin/ebpf-lab-init", "console=ttyS0", "quiet", "panic=-1",
@@ -171,21 +169,28 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, 
         # restrict=on: the guest (where notebook code runs as root) reaches nothing outside the VM, in
         # particular not the host's loopback services (10.0.2.2 would otherwise reach e.g. Jupyter);
         # the ssh forward into the guest keeps working.
-        # The guestfwd rule is the one way out: each connection to DATA_CHANNEL starts data_relay.py here.
-        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22,guestfwd={_data_forward(listen_dir)}",
-        "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        *_data_port_args(ports_dir),
         # A guest panic ends qemu (panic=-1 + -no-reboot) instead of leaving a hung VM.
         "-no-reboot", "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
         "-qmp", f"unix:{qmp},server=on,wait=off",
     ]
 
 
-def _data_forward(listen_dir: Path) -> str:
-    host, port = DATA_CHANNEL
-    relay = Path(__file__).with_name("data_relay.py")
-    # -I: the relay imports nothing but the stdlib, whatever the environment qemu inherited.
-    command = shlex.join([sys.executable, "-I", str(relay), str(listen_dir)])
-    return f"tcp:{host}:{port}-cmd:{command}".replace(",", ",,")  # a comma ends a qemu option
+def data_ports(ports_dir: Path) -> list[tuple[str, Path]]:
+    """The data ports: (name in the guest, the socket qemu listens on here)."""
+    return [(f"ebpf-lab.data{k}", ports_dir / f"port{k}.sock") for k in range(1, DATA_PORTS + 1)]
+
+
+def _data_port_args(ports_dir: Path) -> list[str]:
+    # virtio-serial, not the network: under software emulation the guest's TCP stack costs ~5x more
+    # CPU per byte (checksums, segments, acks) than a serial port's 32 KiB buffers.
+    args = ["-device", "virtio-serial-pci"]
+    for k, (name, sock) in enumerate(data_ports(ports_dir), 1):
+        path = str(sock).replace(",", ",,")  # a comma ends a qemu option
+        args += ["-chardev", f"socket,id=data{k},path={path},server=on,wait=off",
+                 "-device", f"virtserialport,chardev=data{k},name={name}"]
+    return args
 
 
 def up(log=print) -> VMState:
@@ -222,16 +227,19 @@ def _boot(image: Image, accel: str, log) -> VMState:
     console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
     qmp.unlink(missing_ok=True)
     started = time.time()
-    listen_dir = data_channel_dir()
+    ports_dir = vm_dir() / "data"
+    ports_dir.mkdir(mode=0o700, exist_ok=True)
+    for _, sock in data_ports(ports_dir):
+        sock.unlink(missing_ok=True)  # left by a qemu that was killed: qemu would not bind over it
     qemu_log = vm_dir() / "qemu.log"
     # qemu outlives this process, so its stderr goes to a file, not a pipe someone must drain.
     with open(qemu_log, "wb") as errfile:
-        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp, listen_dir),
+        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp, ports_dir),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile,
                                 start_new_session=True)
     st = VMState(pid=proc.pid, port=port, accel=accel, image_dir=str(image.dir),
                  console=str(console), qmp=str(qmp), started=started, boot_id=_boot_id(),
-                 pid_start=_start_time(proc.pid), data_channel_dir=str(listen_dir))
+                 pid_start=_start_time(proc.pid), data_ports_dir=str(ports_dir))
     _state_file().write_text(json.dumps(asdict(st)))
     deadline = time.monotonic() + BOOT_TIMEOUT[accel]
     while not _ssh_banner(port):
@@ -382,5 +390,5 @@ class EmbeddedVM:
             options=(f"HostKeyAlias={HOST_KEY_ALIAS}", f"UserKnownHostsFile={known_hosts}",
                      "StrictHostKeyChecking=yes"),
             diagnose=diagnose,
-            data_channel=DataChannelRoute(*DATA_CHANNEL, Path(st.data_channel_dir)) if st.data_channel_dir else None,
+            data_channel=DataChannelRoute(tuple(data_ports(Path(st.data_ports_dir)))) if st.data_ports_dir else None,
         )

@@ -1,74 +1,85 @@
-"""The host's end of the data channel with the real relay script, a socketpair standing in for qemu's
-guestfwd connection (the VM tests use the real one)."""
+"""The host's end of the data channel against a stand-in for qemu's serial-port socket (the VM tests
+use the real port): leasing a port, the token handshake, and when the run keeps to ssh."""
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
+import threading
 from pathlib import Path
 
 from ebpf_lab.runner import protocol
 from ebpf_lab.runner.data_channel import DataChannel
 from ebpf_lab.transport.target import DataChannelRoute
 
-RELAY = Path(__file__).resolve().parents[2] / "ebpf_lab" / "vm" / "data_relay.py"
+
+class FakePort:
+    """qemu's end of one serial port: a listening socket; `guest` is what the guest reads and writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.guest: socket.socket | None = None
+        self._accepted = threading.Thread(target=self._accept, daemon=True)
+        self._accepted.start()
+
+    def _accept(self) -> None:
+        self.guest, _ = self.server.accept()
+
+    def connected(self) -> socket.socket:
+        self._accepted.join(5)
+        assert self.guest is not None
+        return self.guest
 
 
-def relay(listen_dir: Path, guest_end: socket.socket) -> subprocess.Popen:
-    """What qemu does for each connection to the channel's address: the relay, with the connection on stdin."""
-    return subprocess.Popen([sys.executable, "-I", str(RELAY), str(listen_dir)], stdin=guest_end.fileno(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def route_of(tmp_path: Path, count: int) -> tuple[DataChannelRoute, list[FakePort]]:
+    ports = [(f"ebpf-lab.data{k}", tmp_path / f"port{k}.sock") for k in range(1, count + 1)]
+    return DataChannelRoute(tuple(ports)), [FakePort(path) for _, path in ports]
 
 
-def test_the_relay_hands_the_guests_connection_to_the_run_that_waits(tmp_path):
-    channel = DataChannel(DataChannelRoute("10.0.2.100", 7700, tmp_path))
-    assert channel.spec.token in os.listdir(tmp_path)[0]
-    guest, qemu_end = socket.socketpair()
-    proc = relay(tmp_path, qemu_end)
-    qemu_end.close()
-    guest.sendall(channel.spec.token.encode() + b"\n" + b"o early frame\n")
-    r, w = os.pipe()  # ssh's stdout, silent
-    with os.fdopen(r, "rb") as ssh_stdout:
-        stream = channel.wait(ssh_stdout)
+def silent_ssh():
+    r, w = os.pipe()
+    return os.fdopen(r, "rb"), w
+
+
+def test_a_run_leases_a_free_port_and_hears_its_token(tmp_path):
+    route, ports = route_of(tmp_path, 2)
+    first, second = DataChannel.lease(route), DataChannel.lease(route)
+    assert (first.spec.port, second.spec.port) == ("ebpf-lab.data1", "ebpf-lab.data2")
+    assert DataChannel.lease(route) is None  # all taken: that run uses ssh
+    guest = ports[0].connected()
+    # Whatever an earlier run left on the port comes before this run's token and is not this run's.
+    guest.sendall(b"o stale\n" + first.token.encode() + b"\n")
+    ssh_stdout, w = silent_ssh()
+    stream = first.wait(ssh_stdout)
+    assert stream is not None
+    assert guest.recv(100) == protocol.channel_ack(first.token)
+    guest.sendall(b"o a frame\n")
+    assert stream.readline() == b"o a frame\n"
+    first.close()
     os.close(w)
-    assert proc.wait(10) == 0
-    assert stream is not None and os.listdir(tmp_path) == []  # the listener is gone once taken
-    assert guest.recv(16) == protocol.CHANNEL_ACK
-    guest.sendall(b"o later frame\n")
-    guest.close()
-    assert stream.read() == b"o early frame\no later frame\n"
-    stream.close()
-    channel.close()
-
-
-def closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(16) == b""
-    except ConnectionResetError:  # unread bytes left behind turn the close into a reset
-        return True
-
-
-def test_a_wrong_token_reaches_no_run(tmp_path):
-    channel = DataChannel(DataChannelRoute("10.0.2.100", 7700, tmp_path))
-    for said in (b"f" * 32 + b"\n", b"../../etc/passwd\n", b"x" * 200):
-        guest, qemu_end = socket.socketpair()
-        proc = relay(tmp_path, qemu_end)
-        qemu_end.close()
-        guest.sendall(said)
-        assert proc.wait(10) == 1
-        assert closed(guest)  # the supervisor keeps to ssh
-        guest.close()
-    channel.close()
-    assert os.listdir(tmp_path) == []
+    ssh_stdout.close()
+    third = DataChannel.lease(route)  # the port is free again once the run let go of it
+    assert third is not None and third.spec.port == "ebpf-lab.data1"
+    for channel in (second, third):
+        channel.close()
 
 
 def test_ssh_speaking_first_means_no_channel(tmp_path):
-    channel = DataChannel(DataChannelRoute("10.0.2.100", 7700, tmp_path))
-    r, w = os.pipe()
+    route, _ = route_of(tmp_path, 1)
+    channel = DataChannel.lease(route)
+    ssh_stdout, w = silent_ssh()
     os.write(w, b"c {}\n")
-    with os.fdopen(r, "rb") as ssh_stdout:
-        assert channel.wait(ssh_stdout) is None
+    assert channel.wait(ssh_stdout) is None
+    channel.close()
     os.close(w)
-    assert os.listdir(tmp_path) == []
+    ssh_stdout.close()
+
+
+def test_a_port_qemu_does_not_listen_on_is_skipped(tmp_path):
+    route, ports = route_of(tmp_path, 2)
+    ports[0].server.close()
+    os.unlink(tmp_path / "port1.sock")
+    channel = DataChannel.lease(route)
+    assert channel is not None and channel.spec.port == "ebpf-lab.data2"
     channel.close()

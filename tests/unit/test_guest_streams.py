@@ -215,22 +215,28 @@ def test_a_raw_structs_frame_with_a_bad_length_ends_the_stream():
         protocol.decode_frame(protocol.RAW_STRUCTS + b" " + json.dumps(["ev", layout, 8]).encode() + b"\n" + bytes(4))
 
 
-def test_the_supervisor_keeps_ssh_when_the_data_channel_does_not_answer(guest):
+def test_the_supervisor_keeps_ssh_without_the_port_or_the_hosts_answer(guest, tmp_path):
+    import pty
+
     import supervisor
-    where = protocol.DataChannel("127.0.0.1", _closed_port(), "0" * 32)
-    assert supervisor.open_data_channel(where, timeout=5) is None
-    # Something answers, but not with the acknowledgement (no run waits for this token).
-    server = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: server.accept()[0].close(), daemon=True).start()
-    where = protocol.DataChannel("127.0.0.1", server.getsockname()[1], "0" * 32)
-    assert supervisor.open_data_channel(where, timeout=5) is None
-    server.close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    where = protocol.DataChannel("ebpf-lab.data1", "0" * 32)
+    assert supervisor.open_data_channel(where, timeout=1) is None  # this machine has no such port
+    # A port that exists (a pty stands in for it) but where nobody answers the token.
+    host_end, device = pty.openpty()
+    (tmp_path / "vport1p1").mkdir()
+    (tmp_path / "vport1p1" / "name").write_text("ebpf-lab.data1\n")
+    assert supervisor.port_device("ebpf-lab.data1", str(tmp_path)) == "/dev/vport1p1"
+    assert supervisor.port_device("ebpf-lab.data2", str(tmp_path)) is None
+    assert not supervisor._answered(device, "0" * 32, deadline=0)
+    os.close(host_end)
+    os.close(device)
+    # The host's answer, after one meant for an earlier run.
+    import time
+    host_end, device = pty.openpty()
+    os.write(host_end, protocol.channel_ack("1" * 32) + protocol.channel_ack("0" * 32))
+    assert supervisor._answered(device, "0" * 32, deadline=time.monotonic() + 5)
+    os.close(host_end)
+    os.close(device)
 
 
 def test_a_structs_frame_that_unpacks_to_too_much_is_refused():

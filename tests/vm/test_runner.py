@@ -371,9 +371,9 @@ print("sent", flush=True)
 '''
 
 
-def test_records_take_the_data_channel_or_fall_back_to_ssh(lab, tmp_path):
-    """The embedded VM offers a data channel: struct events travel over it uncompressed. A run whose
-    channel cannot be reached (here: nobody listens where the relay looks) still gets everything over ssh."""
+def test_records_take_the_data_channel_or_fall_back_to_ssh(lab):
+    """The embedded VM offers serial ports as data channels: struct events travel over one uncompressed.
+    A run whose port the guest does not have still gets everything over ssh, and the port is free after."""
     import dataclasses
 
     from ebpf_lab.lab import Lab
@@ -383,8 +383,10 @@ def test_records_take_the_data_channel_or_fall_back_to_ssh(lab, tmp_path):
     assert run.link == ("data channel" if lab.target.data_channel else "ssh")
     if lab.target.data_channel is None:
         return  # Vagrant and ssh:// machines have only ssh, which the rest of the suite covers
-    elsewhere = dataclasses.replace(lab.target.data_channel, listen_dir=tmp_path)
-    fallback = Lab(dataclasses.replace(lab.target, data_channel=elsewhere))
+    (_, socket_path), *_ = lab.target.data_channel.ports
+    nowhere = dataclasses.replace(lab.target.data_channel, ports=(("ebpf-lab.no-such-port", socket_path),))
+    fallback = Lab(dataclasses.replace(lab.target, data_channel=nowhere))
     run = fallback.run(EVENTS_TO_HOST, echo=False)
     assert [r.payload for r in run.records] == expected and run.stdout == "sent"
     assert run.link == "ssh"
+    assert lab.run(EVENTS_TO_HOST, echo=False).link == "data channel"

@@ -53,7 +53,10 @@ class Pump:
 
     def __init__(self, out_fd, err_fd, sock, message_max, forward, on_note):
         self._sock = sock
-        self._message_max = message_max
+        # One buffer for every message: a fresh bytes object of message_max per recv() would cost the
+        # guest page faults for all of it each time (most messages are far smaller).
+        self._buffer = bytearray(message_max)
+        self._view = memoryview(self._buffer)
         self._forward = forward
         self._on_note = on_note
         self._pipes = {out_fd: LineSplitter(protocol.OUT), err_fd: LineSplitter(protocol.ERR)}
@@ -94,7 +97,7 @@ class Pump:
     def _read_socket(self):
         while True:
             try:
-                message = self._sock.recv(self._message_max)
+                message = self._view[:self._sock.recv_into(self._buffer)].tobytes()
             except BlockingIOError:
                 return
             except OSError:

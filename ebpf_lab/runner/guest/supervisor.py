@@ -12,9 +12,11 @@ Guarantees, whatever the program does:
 """
 import collections
 import ctypes
+import errno
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -476,26 +478,69 @@ class WarmChild:
 
 
 def open_data_channel(where, timeout=CHANNEL_SECONDS):
-    """The host's data channel as a binary stream, or None (then the frames go over ssh, as they always can)."""
+    """The host's data channel (a serial port) as a binary stream, or None: then the frames go over
+    ssh, as they always can."""
+    device = port_device(where.port)
+    if device is None:
+        return None
+    deadline = time.monotonic() + timeout
+    fd = None
+    while fd is None:
+        try:
+            # One opener at a time: the run before may not have let go of the port yet.
+            fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+    if not _answered(fd, where.token, deadline):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb")
+
+
+def port_device(name, ports="/sys/class/virtio-ports"):
+    """/dev/vportNpM for the serial port named `name`, or None if this machine has no such port."""
     try:
-        sock = socket.create_connection((where.host, where.port), timeout=timeout)
+        entries = os.listdir(ports)
     except OSError:
         return None
+    for entry in entries:
+        try:
+            with open(os.path.join(ports, entry, "name")) as f:
+                if f.read().strip() == name:
+                    return os.path.join("/dev", entry)
+        except OSError:
+            continue
+    return None
+
+
+def _answered(fd, token, deadline):
+    """Say the token on the port once the host holds it, and wait for the host's answer."""
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    while any(revents & select.POLLHUP for _, revents in poll.poll(0)):  # the host end is not connected yet
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
     try:
-        sock.sendall(where.token.encode() + b"\n")
-        answer = b""
-        while len(answer) < len(protocol.CHANNEL_ACK):
-            got = sock.recv(len(protocol.CHANNEL_ACK) - len(answer))
-            if not got:
-                break
-            answer += got
+        os.write(fd, token.encode() + b"\n")
     except OSError:
-        answer = b""
-    if answer != protocol.CHANNEL_ACK:
-        sock.close()
-        return None
-    sock.settimeout(None)
-    return sock.makefile("wb")
+        return False
+    said, answer = b"", protocol.channel_ack(token)
+    while answer not in said:  # an answer meant for an earlier run may come first
+        left = deadline - time.monotonic()
+        if left <= 0 or not poll.poll(left * 1000):
+            return False
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return False
+        said = (said + data)[-4096:]
+    return True
 
 
 def main():
