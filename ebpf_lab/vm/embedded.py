@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
-from ..paths import cache_dir
+from ..paths import cache_dir, runtime_dir
 from ..transport.target import DataChannelRoute, SshTarget
 from . import accel as accel_mod
 from .image import Image, find_image, require_image
@@ -177,6 +178,14 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, 
     ]
 
 
+def _ports_dir() -> Path:
+    """Where qemu puts the data ports' sockets: in the short runtime directory (a socket path has at
+    most 107 bytes; a cache directory can be deep), one directory per cache, hence per VM."""
+    d = runtime_dir() / f"ports-{hashlib.sha256(str(vm_dir()).encode()).hexdigest()[:12]}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
 def data_ports(ports_dir: Path) -> list[tuple[str, Path]]:
     """The data ports: (name in the guest, the socket qemu listens on here)."""
     return [(f"ebpf-lab.data{k}", ports_dir / f"port{k}.sock") for k in range(1, DATA_PORTS + 1)]
@@ -227,8 +236,7 @@ def _boot(image: Image, accel: str, log) -> VMState:
     console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
     qmp.unlink(missing_ok=True)
     started = time.time()
-    ports_dir = vm_dir() / "data"
-    ports_dir.mkdir(mode=0o700, exist_ok=True)
+    ports_dir = _ports_dir()
     for _, sock in data_ports(ports_dir):
         sock.unlink(missing_ok=True)  # left by a qemu that was killed: qemu would not bind over it
     qemu_log = vm_dir() / "qemu.log"
@@ -345,6 +353,8 @@ def _down() -> bool:
     if _alive(st.pid):
         os.kill(st.pid, 9)
     _state_file().unlink(missing_ok=True)
+    if st.data_ports_dir:
+        shutil.rmtree(st.data_ports_dir, ignore_errors=True)
     return True
 
 
