@@ -53,4 +53,3 @@ def runtime_dir() -> Path:
         raise UnsafeRuntimeDir(f"{d} can be used by other users (mode {stat.S_IMODE(st.st_mode):o})",
                                f"run: chmod 700 {d}")
     return d
-

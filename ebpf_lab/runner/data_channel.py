@@ -32,7 +32,10 @@ class DataChannel:
     def lease(cls, route: DataChannelRoute) -> "DataChannel | None":
         """A free port of the route, connected; None when all are taken (the run then uses ssh)."""
         for name, path in route.ports:
-            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                continue  # the VM went down since the target was read: ssh says so clearly
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

@@ -76,6 +76,10 @@ def test_ssh_speaking_first_means_no_channel(tmp_path):
     ssh_stdout.close()
 
 
+def test_no_port_to_lease_when_the_vm_went_down(tmp_path):
+    assert DataChannel.lease(DataChannelRoute((("ebpf-lab.data1", tmp_path / "gone" / "port1.sock"),))) is None
+
+
 def test_a_port_qemu_does_not_listen_on_is_skipped(tmp_path):
     route, ports = route_of(tmp_path, 2)
     ports[0].server.close()
