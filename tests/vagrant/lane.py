@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,10 @@ LANE_DIR = repo_dir() / ".vagrant-lane"
 # qemu runs as libvirt-qemu, which may not reach into the checkout (e.g. under /root).
 QEMU_WRAPPER = Path("/var/lib/libvirt/ebpf-lab-lane/qemu-tcg-single")
 LIBVIRT_URI = "qemu:///system"
+# vagrant-libvirt's management network, where Vagrant reaches the guest's sshd.
+GUEST_NETWORK = "192.168.121.0/24"
+# Silence after "Waiting for machine to reboot..." that means Vagrant hangs (a passing reboot takes ~1 min).
+REBOOT_SILENCE = 180
 TESTS = ["tests/vm/test_runner.py", "tests/vagrant", "notebooks/01-kprobes.ipynb",
          "notebooks/02-maps.ipynb"]
 
@@ -70,6 +75,39 @@ def lane_env() -> dict[str, str]:
 def vagrant(*args: str, check: bool = True) -> int:
     log("vagrant " + " ".join(args))
     return subprocess.run(["vagrant", *args], cwd=repo_dir(), env=lane_env(), check=check).returncode
+
+
+def vagrant_up() -> None:
+    """`vagrant up --provider=libvirt`, watched for a hang of Vagrant 2.3's own.
+
+    Its reboot step can go on waiting on the ssh connection it had before the guest rebooted: the
+    guest is up on its new kernel and answers ssh, but Vagrant's socket stays ESTABLISHED with no
+    keepalive to find out (seen in about one lane run in three). When its output has stopped for
+    REBOOT_SILENCE seconds after that message, the stale connection is cut (`ss -K`); Vagrant then
+    reconnects by itself and carries on with the next provisioner. A learner who meets it: Ctrl-C,
+    then `vagrant provision --provision-with lab` (see the README).
+    """
+    proc = subprocess.Popen(["vagrant", "up", "--provider=libvirt"], cwd=repo_dir(), env=lane_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last_output, waiting_for_reboot = time.monotonic(), False
+
+    def cut_stale_connections() -> None:
+        nonlocal last_output
+        while proc.poll() is None:
+            time.sleep(10)
+            if waiting_for_reboot and time.monotonic() - last_output > REBOOT_SILENCE:
+                log(f"vagrant up has said nothing for {REBOOT_SILENCE} s since the reboot: cutting its "
+                    "stale ssh connection (a Vagrant 2.3 hang, see vagrant_up)")
+                subprocess.run(["ss", "-tn", "-K", "dst", GUEST_NETWORK, "dport", "=", "22"], check=False)
+                last_output = time.monotonic()
+
+    threading.Thread(target=cut_stale_connections, daemon=True).start()
+    for line in proc.stdout:
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+        last_output, waiting_for_reboot = time.monotonic(), b"Waiting for machine to reboot" in line
+    if proc.wait() != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
 
 
 def libvirt_answers() -> bool:
@@ -168,7 +206,7 @@ def main(argv: list[str]) -> int:
         if (LANE_DIR / "machine").exists():
             vagrant("destroy", "-f")  # a lane that was killed left its VM: every lane starts from the box
         vagrant("box", "add", "--force", "--name", box_name(), str(box))
-        vagrant("up", "--provider=libvirt")
+        vagrant_up()
         log(f"vagrant up finished {time.monotonic() - t0:.0f} s into the lane")
         return run_tests(argv)
     except subprocess.CalledProcessError as e:
