@@ -37,6 +37,7 @@ ATTACH_SETTLE_SECONDS = 0.3   # a program attaches several probes in a row: star
 OUTBOX_BYTES = 4 * 1024 * 1024
 EMIT_MESSAGE_MAX = 2 * protocol.MAX_RECORD
 CHANNEL_SECONDS = 10  # to reach the host's data channel and hear its answer; ssh is the way if not
+PUMP_STALL_SECONDS = 10  # after the program's end, the pump may forward for as long as it makes progress
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 TICK = 0.1
 
@@ -197,6 +198,7 @@ class Supervisor:
         self.done = threading.Event()
         self.stopping = threading.Event()
         self.killed = False
+        self.forwarded = 0  # bytes the pump has handed to the outbox
         self.cgroup = None
         self.child = None
 
@@ -250,7 +252,7 @@ class Supervisor:
         status = self.child.wait()
         self.done.set()
         self.kill_all()  # whatever the program started and left behind
-        pumping.join(timeout=5)
+        self.wait_for_pump(pumping)
         return status
 
     def finish(self, status, left):
@@ -263,8 +265,21 @@ class Supervisor:
         return status
 
     # -- output ------------------------------------------------------------------
+    def wait_for_pump(self, pumping):
+        """Until the pump has forwarded what the program wrote before it ended: 20 MB of output over a
+        slow ssh link take a while, and a clock would cut it off. A pump that stops making progress
+        (a host that no longer reads) is left behind."""
+        last, since = self.forwarded, time.monotonic()
+        while pumping.is_alive():
+            pumping.join(0.5)
+            if self.forwarded != last:
+                last, since = self.forwarded, time.monotonic()
+            elif time.monotonic() - since > PUMP_STALL_SECONDS:
+                return
+
     def forward(self, data, output):
         self.outbox.data(data)
+        self.forwarded += len(data)
         if output:
             self.note_output()
 
