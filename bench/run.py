@@ -112,7 +112,7 @@ STREAM = "for i in range({n}):\n    emit('n', i)\n"
 READING = """How to read it: both event consumers take each event out of the buffer (bcc's `event()`) and keep
 what they read; the one in the VM keeps it in a list, the host's sends it with `emit()`. Under software
 emulation (tcg) one host thread runs both of the VM's CPUs in turn, so everything the host path adds in
-the VM (emit's batching, the supervisor, the guest's TCP stack) is taken from the consumer's and the
+the VM (emit's batching, the supervisor) is taken from the consumer's and the
 event source's CPU time. The embedded VM sends a run's frames over its data channel (a virtio-serial port:
 no network stack, no ssh encryption), and whole events travel uncompressed there; what the host path
 still adds in the VM is emit() in the consumer (a copy and a queue per event), the hop to the supervisor

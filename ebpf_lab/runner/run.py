@@ -198,9 +198,11 @@ class Run:
         """Every line and record of the run, including those dropped from memory (up to the log's cap)."""
         with open(self.log_path, "rb") as f:
             for raw in _frames(f):
+                if raw is None:
+                    continue  # a frame too long to keep
                 try:
                     kind, value = protocol.decode_frame(raw)
-                except (protocol.ProtocolError, TypeError):
+                except protocol.ProtocolError:
                     continue
                 if kind in (protocol.OUT, protocol.ERR):
                     yield Line("stdout" if kind == protocol.OUT else "stderr", value)

@@ -44,7 +44,8 @@ class Channel:
     too, it would hold the interpreter lock that every BCC callback must take back, stalling the
     consumer while the kernel's buffer fills. Consecutive records with
     the same name become one frame: one json.dumps call for scalar payloads, and a flat ctypes
-    struct (a BCC event) travels as raw bytes, compressed, unpacked on the host. Mutable payloads
+    struct (a BCC event) travels as raw bytes, unpacked on the host (compressed over ssh, as they are on
+    the data channel). Mutable payloads
     are encoded at emit() (what is sent is what was emitted, and a payload that cannot be sent
     fails there). A note first sends the records before it, then waits until the supervisor has
     forwarded the program's earlier output, so the host sees notes and output in program order.
@@ -151,7 +152,7 @@ class Channel:
                     self._send_locked(parts)
                     parts, size = [], 0
                 parts += frame
-                size += sum(map(len, frame)) if len(frame) > 1 else len(frame[0])
+                size += sum(map(len, frame))
         if parts:
             self._send_locked(parts)
 
