@@ -109,6 +109,39 @@ def test_a_note_comes_after_earlier_output_and_before_later_output(guest):
                                     (protocol.CONTROL, {"kind": protocol.ATTACHED}), (protocol.OUT, "partial")]
 
 
+def test_records_after_an_unread_acknowledgement_are_not_lost(guest):
+    """A program that sends a note without waiting for its acknowledgement and ends: Linux reports
+    ECONNRESET to the pump once, ahead of the program's last messages. They must still arrive."""
+    import select
+    _, pump_module = guest
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    program_ended, forwarded = threading.Event(), []
+
+    def forward(data, output):
+        forwarded.append(data)
+        if data.startswith(protocol.OUT + b" hold"):
+            program_ended.wait(5)  # the pump reads its socket again only once the program has ended
+
+    def program():
+        theirs.send(protocol.control_frame(protocol.ATTACHED))
+        assert select.select([theirs], [], [], 5)[0]  # the acknowledgement is there, unread
+        os.write(out_w, b"hold\n")
+        theirs.send(protocol.records_frame("after", "[1]"))
+        theirs.close()
+        for fd in (out_w, err_w):
+            os.close(fd)
+        program_ended.set()
+
+    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, forward, lambda note: None)
+    writer = threading.Thread(target=program)
+    writer.start()
+    pump.run()
+    writer.join()
+    assert protocol.records_frame("after", "[1]") in forwarded
+
+
 def test_long_lines_are_split_and_short_ones_kept_whole(guest):
     _, pump = guest
     splitter = pump.LineSplitter(protocol.OUT)

@@ -100,6 +100,10 @@ class Pump:
                 message = self._view[:self._sock.recv_into(self._buffer)].tobytes()
             except BlockingIOError:
                 return
+            except ConnectionResetError:
+                # The program ended with an acknowledgement unread (it sent a note without waiting).
+                # Linux reports that once, ahead of the messages still queued: they come next.
+                continue
             except OSError:
                 message = b""
             if not message:
