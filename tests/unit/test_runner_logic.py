@@ -255,6 +255,38 @@ def test_outbox_control_events_never_wait_for_a_stalled_host(guest_modules, monk
     assert not blocked.is_alive()
 
 
+def test_the_supervisor_waits_for_a_pump_held_up_by_a_slow_host(guest_modules, monkeypatch):
+    """The pump's last record waits for room in a full outbox while a slow host reads: no hand-over to
+    the outbox for longer than the stall limit, yet the host makes progress, so the record must get out."""
+    monkeypatch.setattr(guest_modules, "OUTBOX_BYTES", 1000)
+    monkeypatch.setattr(guest_modules, "WRITE_BYTES", 100)
+    monkeypatch.setattr(guest_modules, "PUMP_STALL_SECONDS", 0.8)
+    received = []
+
+    class SlowHost:
+        def write(self, data):
+            time.sleep(len(data) / 500)  # 500 bytes a second
+            received.append(bytes(data))
+
+        def flush(self):
+            pass
+
+    supervisor = guest_modules.Supervisor(protocol.RunHeader(source=""), SlowHost())
+    record = protocol.records_frame("after", "[1]")
+
+    def pump():
+        supervisor.forward(protocol.frame(protocol.OUT, b"x" * 1000), True)  # the writer takes this one
+        supervisor.forward(protocol.frame(protocol.OUT, b"y" * 1000), True)  # fills the outbox
+        supervisor.forward(record, False)  # waits ~2 s for the first 1000 bytes to reach the host
+
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
+    supervisor.wait_for_pump(pumping)
+    assert not pumping.is_alive()
+    supervisor.outbox.close(timeout=30)
+    assert b"".join(received).endswith(record)
+
+
 def test_outbox_reports_a_vanished_host(guest_modules):
     gone = threading.Event()
 

@@ -35,9 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PR_SET_PDEATHSIG = 1
 ATTACH_SETTLE_SECONDS = 0.3   # a program attaches several probes in a row: start the workload after the last
 OUTBOX_BYTES = 4 * 1024 * 1024
+WRITE_BYTES = 256 * 1024  # the outbox writes in pieces of this size, so that a slow host's progress shows
 EMIT_MESSAGE_MAX = 2 * protocol.MAX_RECORD
 CHANNEL_SECONDS = 10  # to reach the host's data channel and hear its answer; ssh is the way if not
-PUMP_STALL_SECONDS = 10  # after the program's end, the pump may forward for as long as it makes progress
+PUMP_STALL_SECONDS = 30  # after the program's end, the pump may forward for as long as it makes progress
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 TICK = 0.1
 
@@ -56,6 +57,7 @@ class Outbox:
         self._bytes = 0
         self._closed = False
         self._cond = threading.Condition()
+        self.written = 0  # bytes the host has taken
         self.host_gone = threading.Event()
         self._thread = threading.Thread(target=self._write, name="outbox", daemon=True)
         self._thread.start()
@@ -94,8 +96,12 @@ class Outbox:
                 self._bytes = 0
                 self._cond.notify_all()
             try:
-                self._stream.write(batch)
-                self._stream.flush()
+                view = memoryview(batch)
+                for start in range(0, len(batch), WRITE_BYTES):
+                    piece = view[start:start + WRITE_BYTES]
+                    self._stream.write(piece)
+                    self._stream.flush()
+                    self.written += len(piece)
             except (OSError, ValueError):
                 self.host_gone.set()
                 with self._cond:
@@ -267,13 +273,18 @@ class Supervisor:
     # -- output ------------------------------------------------------------------
     def wait_for_pump(self, pumping):
         """Until the pump has forwarded what the program wrote before it ended: 20 MB of output over a
-        slow ssh link take a while, and a clock would cut it off. A pump that stops making progress
-        (a host that no longer reads) is left behind."""
-        last, since = self.forwarded, time.monotonic()
+        slow ssh link take a while, and a clock would cut it off. Progress is the pump handing frames
+        to the outbox or the host taking them from it: the pump waits while the outbox is full, for
+        as long as a slow host needs to read a full outbox. A pump and host that both stop (a host
+        that no longer reads) are left behind."""
+        def progress():
+            return self.forwarded + self.outbox.written
+
+        last, since = progress(), time.monotonic()
         while pumping.is_alive():
             pumping.join(0.5)
-            if self.forwarded != last:
-                last, since = self.forwarded, time.monotonic()
+            if progress() != last:
+                last, since = progress(), time.monotonic()
             elif time.monotonic() - since > PUMP_STALL_SECONDS:
                 return
 
