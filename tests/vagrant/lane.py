@@ -30,6 +30,7 @@ LANE_DIR = repo_dir() / ".vagrant-lane"
 # qemu runs as libvirt-qemu, which may not reach into the checkout (e.g. under /root).
 QEMU_WRAPPER = Path("/var/lib/libvirt/ebpf-lab-lane/qemu-tcg-single")
 LIBVIRT_URI = "qemu:///system"
+DOMAIN_PREFIX = "ebpf-lab-lane-"  # libvirt's name for the lane's machine starts with this, and no one else's
 # vagrant-libvirt's management network, where Vagrant reaches the guest's sshd.
 GUEST_NETWORK = "192.168.121.0/24"
 # Silence after "Waiting for machine to reboot..." that means Vagrant hangs (a passing reboot takes ~1 min).
@@ -164,6 +165,19 @@ def remove_box_copies(volumes_before: set[str]) -> None:
                            capture_output=True)
 
 
+def remove_stale_domains() -> None:
+    """Machines a killed lane left in libvirt. Vagrant's record of them may be gone with that lane's
+    checkout (CI clones afresh), and `vagrant up` refuses a name that is taken."""
+    names = subprocess.run(["virsh", "-c", LIBVIRT_URI, "list", "--all", "--name"], capture_output=True,
+                           text=True).stdout.split()
+    for name in names:
+        if name.startswith(DOMAIN_PREFIX):
+            log(f"removing {name}, left in libvirt by an earlier lane")
+            subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", name], capture_output=True)
+            subprocess.run(["virsh", "-c", LIBVIRT_URI, "undefine", name, "--remove-all-storage"], capture_output=True,
+                           check=True)
+
+
 def write_home_vagrantfile(use_tcg: bool) -> None:
     home = LANE_DIR / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -180,7 +194,7 @@ def write_home_vagrantfile(use_tcg: bool) -> None:
         '  config.vm.provider "libvirt" do |lv|\n'
         f"{tcg}"
         '    lv.disk_driver :cache => "unsafe"\n'
-        '    lv.default_prefix = "ebpf-lab-lane-"\n'
+        f'    lv.default_prefix = "{DOMAIN_PREFIX}"\n'
         "  end\n"
         "end\n")
 
@@ -205,6 +219,7 @@ def main(argv: list[str]) -> int:
         write_home_vagrantfile(use_tcg=not kvm_boots_guests())
         if (LANE_DIR / "machine").exists():
             vagrant("destroy", "-f")  # a lane that was killed left its VM: every lane starts from the box
+        remove_stale_domains()
         vagrant("box", "add", "--force", "--name", box_name(), str(box))
         vagrant_up()
         log(f"vagrant up finished {time.monotonic() - t0:.0f} s into the lane")
