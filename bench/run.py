@@ -114,9 +114,9 @@ what they read; the one in the VM keeps it in a list, the host's sends it with `
 emulation (tcg) one host thread runs both of the VM's CPUs in turn, so everything the host path adds in
 the VM (emit's batching, the supervisor) is taken from the consumer's and the
 event source's CPU time. The embedded VM sends a run's frames over its data channel (a virtio-serial port:
-no network stack, no ssh encryption), and whole events travel uncompressed there; what the host path
-still adds in the VM is emit() in the consumer (a copy and a queue per event), the hop to the supervisor
-and the supervisor's write to the port. The loss rows use one-page buffers, which
+no network stack, no ssh encryption), and the program writes its records to that port itself, whole
+events uncompressed; what the host path still adds in the VM is emit() in the consumer (a copy and a
+queue per event) and the batch's writes to the port. The loss rows use one-page buffers, which
 overflow during the pauses this causes: they show how much, per paced rate (the pacer tops out around
 4,000 opens/s in the VM)."""
 

@@ -15,12 +15,16 @@ guest -> host (supervisor stdout): frames, one per line: a one-byte kind, a spac
                 compressing costs the guest less CPU than encrypting the raw bytes would; on the data
                 channel, sending them as they are costs least.
     CONTROL     a control event: JSON {"kind": ..., ...}, kinds below
-The order of frames is the order the program made them in (see runner/guest/pump.py).
+Output lines keep the order the program wrote them in, the records of one process the order they
+were emitted in, and control events come in order with both (see runner/guest/pump.py); a record
+and an output line made close together may arrive either way round (they travel through
+different channels).
 
 The frames travel over ssh (the supervisor's stdout), or, when the header names a data channel,
 over that serial port of the VM, which the host holds open for the run: the supervisor writes the
 channel's token and a newline, the host answers `channel_ack(token)`, and every frame then goes
 that way, ending with EXIT (ssh still carries the header, the control lines and the link's life).
+The program writes its records to that port itself, in whole frames between the supervisor's.
 Without the answer the frames stay on stdout.
 """
 from __future__ import annotations
@@ -40,6 +44,9 @@ OUT, ERR, RECORDS, STRUCTS, RAW_STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"b",
 # Inside the VM, the supervisor answers each control frame the program sends with this, once the
 # program's earlier output is forwarded (see runner/guest/pump.py).
 NOTE_ACK = b"k"
+# A program that writes its records to the data channel itself sends this and waits for NOTE_ACK:
+# then everything it sent through the supervisor before is on the port.
+SYNC = b"y\n"
 
 # Host -> guest commands.
 INTERRUPT, KILL = "INT", "KILL"

@@ -142,6 +142,31 @@ def test_records_after_an_unread_acknowledgement_are_not_lost(guest):
     assert protocol.records_frame("after", "[1]") in forwarded
 
 
+def test_the_pump_acknowledges_sync_once_what_it_forwarded_is_out(guest):
+    _, pump_module = guest
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    seen = []
+    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, lambda data, output: seen.append(("forward", data)),
+                            lambda note: seen.append(("note", note)), on_sync=lambda: seen.append(("out",)))
+
+    def program():
+        theirs.send(protocol.records_frame("big", "[1]"))
+        theirs.send(protocol.SYNC)
+        assert theirs.recv(16) == protocol.NOTE_ACK
+        seen.append(("acknowledged",))
+        for fd in (out_w, err_w):
+            os.close(fd)
+        theirs.close()
+    writer = threading.Thread(target=program)
+    writer.start()
+    pump.run()
+    writer.join()
+    assert seen == [("forward", protocol.records_frame("big", "[1]")), ("note", protocol.SYNC), ("out",),
+                    ("acknowledged",)]
+
+
 def test_long_lines_are_split_and_short_ones_kept_whole(guest):
     _, pump = guest
     splitter = pump.LineSplitter(protocol.OUT)
@@ -177,36 +202,140 @@ def test_bcc_style_events_travel_raw_and_arrive_as_dicts(guest, monkeypatch):
     assert nested[0]["inner"]["comm"] == "cat"  # not flat: sent as JSON
 
 
-def test_on_a_data_channel_events_travel_uncompressed_and_arrive_alike(guest, monkeypatch):
-    import ctypes as ct
+class SharedPort:
+    """A Channel that writes to a data channel, with the supervisor's side played here.
+
+    A SOCK_SEQPACKET pair stands for the serial port, so that every write() arrives as one message
+    and its bounds show. The stand-in supervisor puts what comes through the socket on the same
+    port and acknowledges notes and SYNC once it is there, as the real one's outbox does.
+    """
+
+    def __init__(self, bootstrap, tmp_path):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.lock_path = str(tmp_path / "port.lock")
+        Path(self.lock_path).touch()
+        self.through_supervisor = []
+        supervisor_port = os.dup(guest_end.fileno())
+
+        def supervise():
+            while message := mine.recv(1 << 22):
+                if message != protocol.SYNC:
+                    self.through_supervisor.append(message)
+                    os.write(supervisor_port, message)
+                if message == protocol.SYNC or message.startswith(protocol.CONTROL):
+                    mine.send(protocol.NOTE_ACK)
+        threading.Thread(target=supervise, daemon=True).start()
+        self.channel = bootstrap.Channel(theirs, port=(guest_end.detach(), self.lock_path))
+
+    def writes(self) -> list[bytes]:
+        self.host_end.setblocking(False)
+        got = []
+        while True:
+            try:
+                got.append(self.host_end.recv(1 << 22))
+            except BlockingIOError:
+                return got
+
+
+def decoded(data: bytes) -> list[tuple[bytes, object]]:
     import io
 
     from ebpf_lab.runner.run import _frames
+    return [protocol.decode_frame(raw) for raw in _frames(io.BytesIO(data))]
+
+
+def test_on_a_data_channel_events_travel_uncompressed_and_arrive_alike(guest, monkeypatch, tmp_path):
+    import ctypes as ct
     bootstrap, _ = guest
     monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
 
     class Event(ct.Structure):
         _fields_ = [("pid", ct.c_uint), ("comm", ct.c_char * 16)]
 
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs, raw_structs=True)
+    port = SharedPort(bootstrap, tmp_path)
     for i in range(3):
         # Newlines inside the structs: the frame's length, not a line end, says where it stops.
-        channel.emit("ev", Event(i, b"a\nb"))
-    channel.emit("n", 7)
-    channel.flush()
-    message = mine.recv(1 << 20)
-    assert message.startswith(protocol.RAW_STRUCTS + b" ")
-    decoded = [protocol.decode_frame(raw) for raw in _frames(io.BytesIO(message))]
-    assert decoded == [(protocol.STRUCTS, ("ev", [{"pid": i, "comm": "a\nb"} for i in range(3)])),
-                       (protocol.RECORDS, ("n", [7]))]
+        port.channel.emit("ev", Event(i, b"a\nb"))
+    port.channel.emit("n", 7)
+    port.channel.flush(wait=True)
+    writes = port.writes()
+    assert len(writes) == 1 and writes[0].startswith(protocol.RAW_STRUCTS + b" ")
+    assert decoded(writes[0]) == [(protocol.STRUCTS, ("ev", [{"pid": i, "comm": "a\nb"} for i in range(3)])),
+                                  (protocol.RECORDS, ("n", [7]))]
+    assert port.through_supervisor == []
 
 
-def test_runs_of_structs_and_other_records_keep_the_order_they_were_emitted_in(guest, monkeypatch):
+def test_on_a_data_channel_every_write_is_whole_frames_and_order_holds(guest, monkeypatch, tmp_path):
+    """A program killed between two transfers must leave no frame cut: each transfer (one splice, one
+    buffer of the port) carries whole frames, as many as the pipe holds; a record too big for one
+    write goes through the supervisor, and the records after it wait until it is on the port."""
     import ctypes as ct
-    import io
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
 
-    from ebpf_lab.runner.run import _frames
+    class Event(ct.Structure):
+        _fields_ = [("seq", ct.c_uint), ("pad", ct.c_char * 252)]
+
+    spliced = []
+
+    def splice(src, dst, count, *args):
+        spliced.append(count)
+        return real_splice(src, dst, count, *args)
+    real_splice = os.splice
+    monkeypatch.setattr(os, "splice", splice)
+    port = SharedPort(bootstrap, tmp_path)
+    for i in range(300):
+        port.channel.emit("ev", Event(i, b"x"))
+    port.channel.emit("big", "b" * (bootstrap.PORT_WRITE_MAX + 1))
+    port.channel.emit("ev", Event(300, b"x"))
+    port.channel.flush(wait=True)
+    # The 300 events (77 KB) in one transfer; the last event after the big record.
+    assert len(spliced) == 2 and 300 * 256 < spliced[0] < 300 * 256 + 1024
+    # (A socket stands in for the port here, and splits what one splice sends into 64 KiB messages.)
+    frames = decoded(b"".join(port.writes()))  # decoded() raises on a frame cut short
+    assert [name for _, (name, _) in frames][-2:] == ["big", "ev"]
+    assert [e["seq"] for _, (name, events) in frames if name == "ev" for e in events] == list(range(301))
+    assert len(port.through_supervisor) == 1 and b'"big"' in port.through_supervisor[0]
+
+
+def test_a_port_that_refuses_splice_gets_plain_writes(guest, monkeypatch, tmp_path):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    lock = tmp_path / "port.lock"
+    lock.touch()
+    # splice() refuses a file opened for appending (EINVAL), as it refuses a port type without splice support.
+    port = os.open(tmp_path / "port", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    threading.Thread(target=lambda: mine.recv(64) and mine.send(protocol.NOTE_ACK), daemon=True).start()  # SYNC
+    channel = bootstrap.Channel(theirs, port=(port, str(lock)))
+    for batch in range(2):
+        channel.emit("n", batch)
+        channel.flush(wait=True)
+    assert decoded((tmp_path / "port").read_bytes()) == [(protocol.RECORDS, ("n", [0])), (protocol.RECORDS, ("n", [1]))]
+
+
+def test_the_program_waits_while_the_supervisor_writes_to_the_port(guest, monkeypatch, tmp_path):
+    import fcntl
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    port = SharedPort(bootstrap, tmp_path)
+    port.channel.emit("n", 0)
+    port.channel.flush(wait=True)  # the first batch tells the supervisor that records flow
+    assert len(port.writes()) == 1
+    with open(port.lock_path) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the supervisor is half-way through a frame
+        port.channel.emit("n", 1)
+        flushing = threading.Thread(target=port.channel.flush, kwargs={"wait": True})
+        flushing.start()
+        flushing.join(0.3)
+        assert flushing.is_alive() and port.writes() == []
+    flushing.join(5)
+    assert [decoded(w) for w in port.writes()] == [[(protocol.RECORDS, ("n", [1]))]]
+
+
+def test_runs_of_structs_and_other_records_keep_the_order_they_were_emitted_in(guest, monkeypatch, tmp_path):
+    import ctypes as ct
     bootstrap, _ = guest
     monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
 
@@ -216,8 +345,8 @@ def test_runs_of_structs_and_other_records_keep_the_order_they_were_emitted_in(g
     class B(ct.Structure):
         _fields_ = [("b", ct.c_ushort)]
 
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs, raw_structs=True)
+    port = SharedPort(bootstrap, tmp_path)
+    channel = port.channel
     event = A(1)
     channel.emit("s", event)
     event.a = 2  # the kernel reuses an event's memory: what was emitted is what was sent
@@ -227,8 +356,8 @@ def test_runs_of_structs_and_other_records_keep_the_order_they_were_emitted_in(g
     channel.emit("s", B(5))
     channel.emit(6, A(7))  # a name that is not text becomes text
     channel.emit("j", {"k": 8})
-    channel.flush()
-    got = [(protocol.decode_frame(raw)[1]) for raw in _frames(io.BytesIO(mine.recv(1 << 20)))]
+    channel.flush(wait=True)
+    got = [value for write in port.writes() for _, value in decoded(write)]
     assert got == [("s", [{"a": 1}, {"a": 2}]), ("n", [3]), ("s", [{"a": 4}]), ("s", [{"b": 5}]),
                    ("6", [{"a": 7}]), ("j", [{"k": 8}])]
 

@@ -287,6 +287,34 @@ def test_the_supervisor_waits_for_a_pump_held_up_by_a_slow_host(guest_modules, m
     assert b"".join(received).endswith(record)
 
 
+def test_records_on_the_data_channel_start_the_clock_and_wait_for_the_outbox(guest_modules, monkeypatch):
+    """A program's first records written to the port itself: the supervisor hears SYNC, starts the
+    --timeout clock as it does for output, and (through the pump) acknowledges once its outbox is out."""
+    unblock, written = threading.Event(), []
+
+    class SlowHost:
+        def write(self, data):
+            unblock.wait()
+            written.append(bytes(data))
+
+        def flush(self):
+            pass
+
+    supervisor = guest_modules.Supervisor(protocol.RunHeader(source="", timeout=5), SlowHost())
+    supervisor.note_control(protocol.control_frame(protocol.COMPILING).rstrip(b"\n"))
+    supervisor.note_control(protocol.SYNC)  # records while bcc compiles (from another thread)
+    assert supervisor.clock.running_since is None
+    supervisor.note_control(protocol.control_frame(protocol.COMPILED).rstrip(b"\n"))
+    assert supervisor.clock.running_since is not None
+    drained = threading.Thread(target=supervisor.outbox.drain, daemon=True)
+    drained.start()
+    drained.join(0.3)
+    assert drained.is_alive(), "the RUNNING event is not with the host yet"
+    unblock.set()
+    drained.join(5)
+    assert not drained.is_alive() and b'"kind":"running","reason":"output"' in b"".join(written)
+
+
 def test_outbox_reports_a_vanished_host(guest_modules):
     gone = threading.Event()
 

@@ -5,11 +5,17 @@ records, notes on bcc's compile and attach steps (the --timeout clock starts onc
 program runs, not while clang compiles), the BPF C text (so compile errors map to cell
 lines), and tracebacks trimmed to the cell.
 
-Records and notes travel over a SOCK_SEQPACKET socket: every send is one message, so
-records emitted by forked children can never interleave half-way with the parent's.
+Records and notes travel over a SOCK_SEQPACKET socket to the supervisor: every send is one
+message, so records emitted by forked children can never interleave half-way with the parent's.
+When the supervisor reaches the host over the data channel (a virtio serial port), the program
+writes its own records there: the hop through the supervisor costs the guest as much CPU as
+emit() itself, and under software emulation the guest's CPU is what the event source and the
+consumer share.
 """
 import builtins
 import collections
+import errno
+import fcntl
 import itertools
 import json
 import linecache
@@ -32,10 +38,111 @@ ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in thi
 SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
 PLAIN, JSON = "plain", "json"  # how a record is encoded, unless it is a struct (then: its layout)
 MAX_PARTS = 1000               # buffers in one message (the kernel takes up to 1024)
+# A virtio serial port takes at most this much per write(), as one buffer that nothing can split.
+PORT_WRITE_MAX = 32 * 1024
+PORT_FRAME_BYTES = 24 * 1024   # frames for the port are cut to about this size, so that most fit a write
+PORT_QUEUE_BYTES = 4 * 1024 * 1024  # written to the port by its thread: emit() waits while more is queued
+PIPE_BYTES = 1024 * 1024            # what one splice() hands the port, as one buffer
+PORT_INTERVAL = 0.1                 # between two transfers to the port, unless someone waits or much is queued
+
+
+class PortWriter:
+    """Writes chunks of whole frames to the data channel from a thread of its own, in few buffers.
+
+    Every buffer the port takes costs a virtio interrupt, and under software emulation (one host
+    thread runs the vCPUs in turn) each interrupt hands the host thread to the other vCPU until its
+    next timer tick: ~2 ms while the other vCPU is busy, e.g. making the events. So the chunks go
+    into a pipe and from there, up to PIPE_BYTES at a time, to the port with one splice() each, which
+    virtio_console sends as one buffer (~170 MB/s where 32 KiB writes made ~11 MB/s). Each buffer
+    holds whole frames, sent under the lock the supervisor takes around its own writes, so a program
+    killed at any point leaves no frame cut. The thread of its own lets the program go on taking
+    events out of the kernel's buffer while a transfer waits; it makes at most about ten transfers
+    a second (a live view does not redraw faster), unless a note or the program's end waits for it.
+    """
+
+    def __init__(self, fd, lock_fd):
+        self._fd, self._lock_fd = fd, lock_fd
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self._pipe_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # a smaller pipe only means more transfers
+        self._pipe_bytes = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
+        self._splice = True  # until the port refuses it (a port type without splice support)
+        self._chunks = collections.deque()
+        self._queued = 0
+        self._busy = False
+        self._waiting = 0  # threads in wait_until_written()
+        self._last = 0.0   # when the last transfer started
+        self._cond = threading.Condition()
+        threading.Thread(target=self._write, name="ebpf-lab port", daemon=True).start()
+
+    def _send(self, group):
+        if self._splice:
+            size = sum(map(len, group))
+            os.writev(self._pipe_w, group)  # the pipe is empty and big enough: it takes the group whole
+            try:
+                while size:
+                    size -= os.splice(self._pipe_r, self._fd, size)
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL or size != sum(map(len, group)):
+                    raise
+                self._splice = False
+                while size:  # still in the pipe: written below instead
+                    size -= len(os.read(self._pipe_r, size))
+        for chunk in group:  # one buffer of the port each
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
+
+    def put(self, chunks):
+        with self._cond:
+            while self._queued > PORT_QUEUE_BYTES:
+                self._cond.wait()
+            self._chunks.extend(chunks)
+            self._queued += sum(map(len, chunks))
+            self._cond.notify_all()
+
+    def wait_until_written(self):
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+            while self._chunks or self._busy:
+                self._cond.wait()
+            self._waiting -= 1
+
+    def _write(self):
+        while True:
+            with self._cond:
+                while not self._chunks:
+                    self._cond.wait()
+                while not self._waiting and self._queued < self._pipe_bytes // 2:
+                    left = self._last + PORT_INTERVAL - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._last = time.monotonic()
+                chunks = list(self._chunks)
+                self._chunks.clear()
+                self._busy = True
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                for group in _groups(chunks, self._pipe_bytes):
+                    self._send(group)
+            except OSError:
+                pass  # the port failed: the supervisor's writes fail too, and it stops the run
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                with self._cond:
+                    self._queued -= sum(map(len, chunks))
+                    self._busy = False
+                    self._cond.notify_all()
 
 
 class Channel:
-    """Records and notes to the supervisor, safe across fork().
+    """Records and notes to the supervisor (records straight to the data channel, when there is one), safe
+    across fork().
 
     emit() must cost little more than list.append, since a BCC callback may call it thousands of
     times a second in a VM without hardware acceleration: a record is queued with no lock (a deque
@@ -44,17 +151,26 @@ class Channel:
     too, it would hold the interpreter lock that every BCC callback must take back, stalling the
     consumer while the kernel's buffer fills. Consecutive records with
     the same name become one frame: one json.dumps call for scalar payloads, and a flat ctypes
-    struct (a BCC event) travels as raw bytes, unpacked on the host (compressed over ssh, as they are on
-    the data channel). Mutable payloads
+    struct (a BCC event) travels as raw bytes, unpacked on the host (compressed over ssh). Mutable payloads
     are encoded at emit() (what is sent is what was emitted, and a payload that cannot be sent
     fails there). A note first sends the records before it, then waits until the supervisor has
     forwarded the program's earlier output, so the host sees notes and output in program order.
     """
 
-    def __init__(self, sock, raw_structs=False):
+    def __init__(self, sock, port=None):
+        """`port`: (fd, lock file) of the data channel when the supervisor shares it with the program."""
         self.sock = sock
-        # Structs go uncompressed when the supervisor's link to the host does not encrypt (protocol.py).
-        self._raw_structs = raw_structs
+        self._port = self._port_lock = self._writer = None
+        if port is not None:
+            self._port = port[0]
+            os.set_inheritable(self._port, False)  # not for the commands the program runs
+            # A lock of our own on the file the supervisor locks around its writes to the port.
+            self._port_lock = os.open(port[1], os.O_RDONLY | os.O_CLOEXEC)
+            self._writer = PortWriter(self._port, self._port_lock)
+        self._synced = False  # whether the supervisor has heard that records flow (its clock starts on them)
+        # Structs go uncompressed when the link to the host does not encrypt (protocol.py).
+        self._raw_structs = port is not None
+        self._frame_bytes = PORT_FRAME_BYTES if port is not None else BATCH_BYTES
         self._pending = collections.deque()  # (name, how, value) not yet sent
         self._pending_bytes = 0              # of encoded payloads: approximate, it bounds memory only
         self._hows = dict.fromkeys(SCALARS, PLAIN)  # payload type -> PLAIN, JSON or its struct layout
@@ -70,10 +186,15 @@ class Channel:
     def _after_fork_in_child(self):
         # The child starts empty (the parent sends what it had) with a fresh lock. It sends each record
         # at once: forked children often end with os._exit(), which would lose a batch still buffered.
+        # Its records go through the supervisor: the port is the parent's.
         self._pending = collections.deque()
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._batch = False
+        if self._port is not None:
+            os.close(self._port)
+            os.close(self._port_lock)
+            self._port = self._port_lock = self._writer = None
 
     def _start_flusher(self):
         threading.Thread(target=self._flush_periodically, daemon=True).start()
@@ -120,13 +241,27 @@ class Channel:
     def note(self, frame):
         with self._lock:
             self._send_records_locked()
+            if self._writer:
+                self._writer.wait_until_written()  # the records before the note reach the host before it
             self._send_locked([frame])
-            if self._acks and not self._ack_arrived():
-                self._acks = False  # an old or stuck supervisor: stop waiting, keep running
+            self._wait_for_ack()
 
-    def flush(self):
+    def _sync_locked(self):
+        """Wait until what went through the supervisor is on the port: records written there next come after it."""
+        self._send_locked([protocol.SYNC])
+        self._wait_for_ack()
+        self._synced = True
+
+    def _wait_for_ack(self):
+        if self._acks and not self._ack_arrived():
+            self._acks = False  # an old or stuck supervisor: stop waiting, keep running
+
+    def flush(self, wait=False):
+        """Send the records queued so far; with `wait`, return once they are written (the process may end next)."""
         with self._lock:
             self._send_records_locked()
+        if wait and self._writer:
+            self._writer.wait_until_written()
 
     def _ack_arrived(self):
         ready, _, _ = select.select([self.sock], [], [], ACK_SECONDS)
@@ -139,22 +274,60 @@ class Channel:
         pending = self._pending
         if not pending:
             return
+        if self._port is not None and not self._synced:
+            self._sync_locked()  # before the records leave the queue: an interrupt while waiting loses none
         take = pending.popleft
         # Only what is queued now: emit() in other threads keeps appending meanwhile.
         records = [take() for _ in range(len(pending))]
         self._pending_bytes = 0
         self._flushes += 1
+        frames = (frame for (name, how), run in itertools.groupby(records, key=_NAME_AND_HOW)
+                  for frame in _frames(name, how, list(map(_VALUE, run)), self._raw_structs, self._frame_bytes))
+        if self._port is None:
+            self._send_frames_locked(frames)
+        else:
+            self._write_frames_locked(frames)
+
+    def _send_frames_locked(self, frames):
         # Frames are lists of buffers, sent with one sendmsg() per message: the structs are not copied again.
         parts, size = [], 0
-        for (name, how), run in itertools.groupby(records, key=_NAME_AND_HOW):
-            for frame in _frames(name, how, list(map(_VALUE, run)), self._raw_structs):
-                if parts and (size >= BATCH_BYTES or len(parts) + len(frame) > MAX_PARTS):
-                    self._send_locked(parts)
-                    parts, size = [], 0
-                parts += frame
-                size += sum(map(len, frame))
+        for frame in frames:
+            if parts and (size >= BATCH_BYTES or len(parts) + len(frame) > MAX_PARTS):
+                self._send_locked(parts)
+                parts, size = [], 0
+            parts += frame
+            size += sum(map(len, frame))
         if parts:
             self._send_locked(parts)
+
+    def _write_frames_locked(self, frames):
+        """Frames straight to the port, as many whole frames per write() as fit PORT_WRITE_MAX: a program
+        killed half-way through a batch leaves no frame cut in two. A bigger frame goes through the
+        supervisor, and the next records written to the port wait until it is out."""
+        chunks, chunk, size = [], [], 0  # chunk: the buffers of whole frames for one write()
+        for frame in frames:
+            n = sum(map(len, frame))
+            if n > PORT_WRITE_MAX:
+                self._write_chunks(chunks + [b"".join(chunk)])
+                chunks, chunk, size = [], [], 0
+                self._writer.wait_until_written()
+                self._send_locked(frame)
+                self._synced = False
+                continue
+            if size + n > PORT_WRITE_MAX:
+                chunks.append(b"".join(chunk))
+                chunk, size = [], 0
+            chunk += frame
+            size += n
+        self._write_chunks(chunks + [b"".join(chunk)])
+
+    def _write_chunks(self, chunks):
+        chunks = [c for c in chunks if c]
+        if not chunks:
+            return
+        if not self._synced:
+            self._sync_locked()
+        self._writer.put(chunks)
 
     def _send_locked(self, parts):
         try:
@@ -163,26 +336,39 @@ class Channel:
             pass  # the supervisor is gone; the lifeline or cgroup ends this process
 
 
+def _groups(chunks, size):
+    """Consecutive chunks in lists of at most `size` bytes (and at most MAX_PARTS chunks)."""
+    group, n = [], 0
+    for chunk in chunks:
+        if group and (n + len(chunk) > size or len(group) >= MAX_PARTS):
+            yield group
+            group, n = [], 0
+        group.append(chunk)
+        n += len(chunk)
+    if group:
+        yield group
+
+
 _NAME_AND_HOW = operator.itemgetter(0, 1)
 _VALUE = operator.itemgetter(2)
 
 
-def _frames(name, how, values, raw_structs):
-    """Frames (each a list of buffers) of about BATCH_BYTES at most for consecutive records of one name
-    and encoding."""
+def _frames(name, how, values, raw_structs, frame_bytes):
+    """Frames (each a list of buffers) of about `frame_bytes` at most for consecutive records of one
+    name and encoding (a single record may be bigger)."""
     if how is PLAIN:
-        step = BATCH_BYTES // 8
+        step = max(1, frame_bytes // 32)  # numbers as JSON: rarely more than 24 characters
         for i in range(0, len(values), step):
             yield [protocol.records_frame(name, json.dumps(values[i:i + step]))]
     elif how is JSON:
         start, size = 0, 0
         for end, value in enumerate(values, 1):
-            size += len(value)
-            if size >= BATCH_BYTES or end == len(values):
+            size += len(value) + 1
+            if end == len(values) or size + len(values[end]) >= frame_bytes:
                 yield [protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")]
                 start, size = end, 0
     else:
-        step = max(1, min(BATCH_BYTES // max(1, len(values[0])), MAX_PARTS - 2))
+        step = max(1, min((frame_bytes - len(how) - len(name)) // max(1, len(values[0])), MAX_PARTS - 2))
         for i in range(0, len(values), step):
             chunk = values[i:i + step]
             if raw_structs:
@@ -281,10 +467,10 @@ def _report_exception(exc, filename):
     note(protocol.EXCEPTION, type=type(exc).__name__, message=str(exc), traceback=text)
 
 
-def run(path, filename, argv, emit_fd, raw_structs=False):
-    """Run the program at `path` as __main__ and exit the process with its status."""
+def run(path, filename, argv, emit_fd, port=None):
+    """Run the program at `path` as __main__ and exit the process with its status; `port`: see Channel."""
     global _channel
-    _channel = Channel(socket.socket(fileno=emit_fd), raw_structs)
+    _channel = Channel(socket.socket(fileno=emit_fd), port)
     with open(path) as f:
         source = f.read()
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -308,10 +494,10 @@ def run(path, filename, argv, emit_fd, raw_structs=False):
             stream.flush()
         except (OSError, ValueError):
             pass
-    _channel.flush()
+    _channel.flush(wait=True)
     os._exit(status)
 
 
 if __name__ == "__main__":
     run(sys.argv[1], sys.argv[2], json.loads(os.environ.pop("EBPF_LAB_ARGV")), int(os.environ.pop("EBPF_LAB_EMIT_FD")),
-        os.environ.pop("EBPF_LAB_RAW_STRUCTS", "") == "1")
+        json.loads(os.environ.pop("EBPF_LAB_PORT", "null")))

@@ -1,4 +1,5 @@
-"""Forwards what the program makes (stdout, stderr, records, notes) to the host, in the order it was made.
+"""Forwards what the program makes (stdout, stderr, notes, and records unless the program writes them to
+the host's data channel itself) to the host, in the order it was made.
 
 Output and notes come through different channels (two pipes and a socket), and a reader can
 not tell which of two channels was written first. Notes are therefore synchronous: the program
@@ -48,10 +49,12 @@ class Pump:
     """Reads the program's channels until all are closed.
 
     `forward(data, output)` gets frames in order (`output`: program output or records, which may
-    start the run's clock); `on_note(frame)` sees each control frame the program sent.
+    start the run's clock); `on_note(frame)` sees each control frame and SYNC the program sent.
+    When the program writes its records to the host itself, `on_sync()` returns once what was
+    forwarded is with the host, and every acknowledgement waits for it (see protocol.SYNC).
     """
 
-    def __init__(self, out_fd, err_fd, sock, message_max, forward, on_note):
+    def __init__(self, out_fd, err_fd, sock, message_max, forward, on_note, on_sync=None):
         self._sock = sock
         # One buffer for every message: a fresh bytes object of message_max per recv() would cost the
         # guest page faults for all of it each time (most messages are far smaller).
@@ -59,6 +62,7 @@ class Pump:
         self._view = memoryview(self._buffer)
         self._forward = forward
         self._on_note = on_note
+        self._on_sync = on_sync
         self._pipes = {out_fd: LineSplitter(protocol.OUT), err_fd: LineSplitter(protocol.ERR)}
         self._sel = selectors.DefaultSelector()
         for fd in self._pipes:
@@ -110,6 +114,10 @@ class Pump:
                 self._sel.unregister(self._sock)
                 self._sock.close()
                 return
+            if message == protocol.SYNC:
+                self._on_note(message)
+                self._acknowledge()
+                continue
             control = message.startswith(protocol.CONTROL + b" ")
             if control:
                 # What the program wrote before this note is in the pipes now: it goes first.
@@ -118,7 +126,12 @@ class Pump:
             self._forward(message if message.endswith(b"\n") else message + b"\n", not control)
             if control:
                 self._on_note(message.rstrip(b"\n"))
-                try:
-                    self._sock.send(protocol.NOTE_ACK)
-                except OSError:
-                    pass  # the program is gone or does not wait
+                self._acknowledge()
+
+    def _acknowledge(self):
+        if self._on_sync is not None:
+            self._on_sync()
+        try:
+            self._sock.send(protocol.NOTE_ACK)
+        except OSError:
+            pass  # the program is gone or does not wait

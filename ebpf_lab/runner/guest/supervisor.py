@@ -11,8 +11,10 @@ Guarantees, whatever the program does:
 - after the run it reports any BPF object the run created that is still loaded.
 """
 import collections
+import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import pwd
@@ -50,11 +52,13 @@ class Outbox:
     memory stays bounded); control events never wait.
     """
 
-    def __init__(self, stream, on_host_gone):
+    def __init__(self, stream, on_host_gone, lock=contextlib.nullcontext):
         self._stream = stream
+        self._lock = lock  # held while a batch is written (see SharedPort)
         self._on_host_gone = on_host_gone
         self._frames = collections.deque()
         self._bytes = 0
+        self._writing = False
         self._closed = False
         self._cond = threading.Condition()
         self.written = 0  # bytes the host has taken
@@ -78,6 +82,12 @@ class Outbox:
             self._bytes += len(data)
             self._cond.notify_all()
 
+    def drain(self):
+        """Return once every frame put so far is written, or the host is gone."""
+        with self._cond:
+            while (self._frames or self._writing) and not self.host_gone.is_set():
+                self._cond.wait(0.5)
+
     def close(self, timeout):
         with self._cond:
             self._closed = True
@@ -91,24 +101,45 @@ class Outbox:
                     self._cond.wait()
                 if not self._frames:
                     return
-                batch = b"".join(self._frames)
+                batch = list(self._frames)
                 self._frames.clear()
                 self._bytes = 0
+                self._writing = True
                 self._cond.notify_all()
             try:
-                view = memoryview(batch)
-                for start in range(0, len(batch), WRITE_BYTES):
-                    piece = view[start:start + WRITE_BYTES]
-                    self._stream.write(piece)
-                    self._stream.flush()
-                    self.written += len(piece)
+                for piece in _whole_frames(batch, WRITE_BYTES):
+                    # Per piece, not per batch: the program's emit() waits while the lock is held.
+                    with self._lock():
+                        view = memoryview(piece)
+                        for start in range(0, len(piece), WRITE_BYTES):
+                            part = view[start:start + WRITE_BYTES]
+                            self._stream.write(part)
+                            self._stream.flush()
+                            self.written += len(part)
             except (OSError, ValueError):
                 self.host_gone.set()
                 with self._cond:
                     self._frames.clear()
+                    self._writing = False
                     self._cond.notify_all()
                 self._on_host_gone()
                 return
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _whole_frames(items, size):
+    """Consecutive items (each whole frames) joined into pieces of at most `size` bytes, or one item if bigger."""
+    piece, n = [], 0
+    for item in items:
+        if piece and n + len(item) > size:
+            yield b"".join(piece)
+            piece, n = [], 0
+        piece.append(item)
+        n += len(item)
+    if piece:
+        yield b"".join(piece)
 
 
 class RunClock:
@@ -195,12 +226,37 @@ class RunClock:
             return (protocol.TIMEOUT, self.timeout) if ran > self.timeout else None
 
 
+class SharedPort:
+    """The data channel, shared with the program, which writes its records there itself (see
+    bootstrap.Channel) in whole frames per write(), holding a lock on the file at `lock_path`.
+    The supervisor holds the same lock while it writes, since its frames may take several writes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.fd = stream.fileno()
+        self._lock_fd, self.lock_path = tempfile.mkstemp(prefix="port-", suffix=".lock", dir="/run/ebpf-lab")
+
+    @contextlib.contextmanager
+    def locked(self):
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def remove(self):
+        os.unlink(self.lock_path)
+
+
 class Supervisor:
-    def __init__(self, header, stream, raw_structs=False):
-        self.raw_structs = raw_structs
+    def __init__(self, header, stream, port=None):
+        """Frames go to `stream` (ssh), or to `port` (a SharedPort) when the host's data channel is open."""
+        self.port = port
+        self.records_flow = False  # the program writes records to the port itself (it said SYNC)
         self.header = header
         self.clock = RunClock(header.timeout, header.compile_timeout)
-        self.outbox = Outbox(stream, on_host_gone=lambda: self.stop_async(None))
+        self.outbox = (Outbox(port.stream, on_host_gone=lambda: self.stop_async(None), lock=port.locked) if port
+                       else Outbox(stream, on_host_gone=lambda: self.stop_async(None)))
         self.done = threading.Event()
         self.stopping = threading.Event()
         self.killed = False
@@ -241,15 +297,16 @@ class Supervisor:
         # Big enough for one record of MAX_RECORD bytes in one message (root may exceed wmem_max).
         emit_theirs.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), EMIT_MESSAGE_MAX)
         spawn_args = (path, self.header.filename, self.header.argv, workdir, self.cgroup,
-                      out_w, err_w, emit_theirs.fileno(), self.raw_structs)
+                      out_w, err_w, emit_theirs.fileno(), self.port and (self.port.fd, self.port.lock_path))
         self.child = WarmChild.spawn(*spawn_args) or ColdChild.spawn(*spawn_args)
         for fd in (out_w, err_w):
             os.close(fd)
         emit_theirs.close()
         self.outbox.control(protocol.STARTED, pid=self.child.pid, warm=isinstance(self.child, WarmChild),
                             cgroup=self.cgroup is not None)
-        pumping = threading.Thread(target=Pump(out_r, err_r, emit_mine, EMIT_MESSAGE_MAX, self.forward,
-                                                 self.note_control).run, name="pump", daemon=True)
+        pump = Pump(out_r, err_r, emit_mine, EMIT_MESSAGE_MAX, self.forward, self.note_control,
+                    on_sync=self.outbox.drain if self.port else None)
+        pumping = threading.Thread(target=pump.run, name="pump", daemon=True)
         pumping.start()
         threading.Thread(target=self.read_host, daemon=True).start()
         threading.Thread(target=self.watch_clock, daemon=True).start()
@@ -298,6 +355,10 @@ class Supervisor:
         self.report_running(self.clock.on_output())
 
     def note_control(self, line):
+        if line == protocol.SYNC:
+            self.records_flow = True  # the program's records go to the host from here on: output
+            self.note_output()
+            return
         try:
             kind = json.loads(line[2:]).get("kind")
         except (ValueError, AttributeError):
@@ -307,6 +368,8 @@ class Supervisor:
             self.clock.on_compiling()
         elif kind == protocol.COMPILED:
             self.clock.on_compiled()
+            if self.records_flow:  # records written while bcc compiled start the clock now
+                reason = self.clock.on_output()
         elif kind == protocol.LOADED:
             reason = self.clock.on_loaded()
         elif kind == protocol.ATTACHING:
@@ -429,7 +492,8 @@ class ColdChild:
         self.pid = proc.pid
 
     @classmethod
-    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, raw_structs):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, port):
+        """`port`: (fd, lock path) of the data channel the program writes its records to, or None."""
         libc = ctypes.CDLL(None, use_errno=True)
 
         def in_child():
@@ -439,10 +503,11 @@ class ColdChild:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         env = dict(os.environ, EBPF_LAB_EMIT_FD=str(emit_fd), EBPF_LAB_ARGV=json.dumps(argv), PYTHONUNBUFFERED="1",
-                   EBPF_LAB_RAW_STRUCTS="1" if raw_structs else "0")
+                   EBPF_LAB_PORT=json.dumps(port))
         return cls(subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "bootstrap.py"), path, filename],
                                     stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
-                                    pass_fds=(emit_fd,), preexec_fn=in_child, cwd=cwd))
+                                    pass_fds=(emit_fd, port[0]) if port else (emit_fd,), preexec_fn=in_child,
+                                    cwd=cwd))
 
     def wait(self):
         status = self.proc.wait()
@@ -458,14 +523,14 @@ class WarmChild:
         self.replies, self.pid, self.lifeline = replies, pid, lifeline
 
     @classmethod
-    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, raw_structs):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, port):
         conn = cls.connect()
         if conn is None:
             return None
         life_r, life_w = os.pipe()
         request = json.dumps({"path": path, "filename": filename, "argv": argv, "cwd": cwd, "cgroup": cg,
-                              "raw_structs": raw_structs}).encode()
-        socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r])
+                              "port_lock": port and port[1]}).encode()
+        socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r] + ([port[0]] if port else []))
         os.close(life_r)
         # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
         replies = conn.makefile("rb")
@@ -582,7 +647,12 @@ def main():
         return
     os.makedirs("/run/ebpf-lab", exist_ok=True)
     channel = open_data_channel(header.data_channel) if header.data_channel else None
-    Supervisor(header, channel or stream, raw_structs=channel is not None).run()
+    port = SharedPort(channel) if channel else None
+    try:
+        Supervisor(header, stream, port).run()
+    finally:
+        if port:
+            port.remove()
     # Everything is reported (the exit frame is out). A normal interpreter exit would wait a second
     # for the stdin reader thread's lock on sys.stdin before finalizing: every run would end late.
     os._exit(0)

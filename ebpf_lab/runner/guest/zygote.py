@@ -2,7 +2,7 @@
 
 Starting Python and importing bcc costs ~0.6 s under software emulation; a fork costs
 milliseconds. A supervisor connects to the Unix socket, passes the program's stdout,
-stderr and emit channel plus a lifeline pipe (SCM_RIGHTS), and gets back the child's pid
+stderr and emit channel plus a lifeline pipe and, with a data channel, its port (SCM_RIGHTS), and gets back the child's pid
 and, when it ends, its exit status. The child joins the run's cgroup before anything
 else, so `cgroup.kill` reaches it and everything it starts. When the supervisor dies
 its end of the lifeline closes, and the child kills its whole process group.
@@ -29,7 +29,7 @@ def serve(path):
     srv.listen(16)
     while True:
         conn, _ = srv.accept()
-        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 4)
+        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 5)
         request = json.loads(msg)
         pid = os.fork()
         if pid == 0:
@@ -52,7 +52,7 @@ def report_exit(conn, pid):
 
 
 def child(request, fds):
-    out, err, emit_fd, lifeline = fds
+    out, err, emit_fd, lifeline, *port_fd = fds
     if request.get("cgroup"):
         cgroup.join(request["cgroup"])
     os.setsid()
@@ -67,7 +67,8 @@ def child(request, fds):
     os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=watch_lifeline, args=(lifeline,), daemon=True).start()
-    bootstrap.run(request["path"], request["filename"], request.get("argv", []), emit_fd, request.get("raw_structs", False))
+    port = (port_fd[0], request["port_lock"]) if port_fd else None
+    bootstrap.run(request["path"], request["filename"], request.get("argv", []), emit_fd, port)
 
 
 def watch_lifeline(fd):
