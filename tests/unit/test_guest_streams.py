@@ -315,6 +315,23 @@ def test_a_port_that_refuses_splice_gets_plain_writes(guest, monkeypatch, tmp_pa
     assert decoded((tmp_path / "port").read_bytes()) == [(protocol.RECORDS, ("n", [0])), (protocol.RECORDS, ("n", [1]))]
 
 
+def test_records_for_a_failed_port_are_dropped_and_emit_goes_on(guest, monkeypatch, tmp_path):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    monkeypatch.setattr(bootstrap, "PORT_QUEUE_BYTES", 100_000)
+    lock = tmp_path / "port.lock"
+    lock.touch()
+    port = os.open(tmp_path / "port", os.O_RDONLY | os.O_CREAT)  # every write fails (EBADF)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    threading.Thread(target=lambda: mine.recv(64) and mine.send(protocol.NOTE_ACK), daemon=True).start()  # SYNC
+    channel = bootstrap.Channel(theirs, port=(port, str(lock)))
+    emitting = threading.Thread(target=lambda: [channel.emit("s", "x" * 1000) for _ in range(5000)]
+                                + [channel.flush(wait=True)], daemon=True)
+    emitting.start()
+    emitting.join(10)
+    assert not emitting.is_alive(), "emit() must not hang behind a port that failed"
+
+
 def test_the_program_waits_while_the_supervisor_writes_to_the_port(guest, monkeypatch, tmp_path):
     import fcntl
     bootstrap, _ = guest

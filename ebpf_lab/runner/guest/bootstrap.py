@@ -57,7 +57,7 @@ class PortWriter:
     holds whole frames, sent under the lock the supervisor takes around its own writes, so a program
     killed at any point leaves no frame cut. The thread of its own lets the program go on taking
     events out of the kernel's buffer while a transfer waits; it makes at most about ten transfers
-    a second (a live view does not redraw faster), unless a note or the program's end waits for it.
+    a second (records reach the host within ~0.1 s), unless a note or the program's end waits for it.
     """
 
     def __init__(self, fd, lock_fd):
@@ -69,6 +69,7 @@ class PortWriter:
             pass  # a smaller pipe only means more transfers
         self._pipe_bytes = fcntl.fcntl(self._pipe_w, fcntl.F_GETPIPE_SZ)
         self._splice = True  # until the port refuses it (a port type without splice support)
+        self._failed = False  # the port failed: what is queued is dropped (the supervisor ends the run)
         self._chunks = collections.deque()
         self._queued = 0
         self._busy = False
@@ -129,9 +130,12 @@ class PortWriter:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
                 for group in _groups(chunks, self._pipe_bytes):
-                    self._send(group)
+                    if not self._failed:
+                        self._send(group)
             except OSError:
-                pass  # the port failed: the supervisor's writes fail too, and it stops the run
+                # The supervisor's writes fail too, and it stops the run. The pipe may still hold a
+                # group: writing more into it could block this thread, and emit() behind it, for good.
+                self._failed = True
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 with self._cond:
