@@ -65,13 +65,18 @@ def test_ctypes_payloads_become_json(guest):
     assert value == {"pid": 7, "comm": "cat", "args": [1, 2]}
 
 
-def run_pump(pump_module, program) -> list[bytes]:
-    """Run `program(out_fd, err_fd, sock)` in a thread against a real Pump; the frames it forwarded."""
+def run_pump(pump_module, program, on_sync=None, seen=None) -> list[bytes]:
+    """Run `program(out_fd, err_fd, sock)` in a thread against a real Pump; the frames it forwarded.
+    With `seen`, what the pump did is also logged there: ("forward", data), ("note", frame)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    forwarded, notes = [], []
-    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, lambda data, output: forwarded.append(data), notes.append)
+    forwarded, log = [], [] if seen is None else seen
+
+    def forward(data, output):
+        forwarded.append(data)
+        log.append(("forward", data))
+    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, forward, lambda note: log.append(("note", note)), on_sync)
 
     def body():
         program(out_w, err_w, theirs)
@@ -144,25 +149,14 @@ def test_records_after_an_unread_acknowledgement_are_not_lost(guest):
 
 def test_the_pump_acknowledges_sync_once_what_it_forwarded_is_out(guest):
     _, pump_module = guest
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     seen = []
-    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, lambda data, output: seen.append(("forward", data)),
-                            lambda note: seen.append(("note", note)), on_sync=lambda: seen.append(("out",)))
 
-    def program():
-        theirs.send(protocol.records_frame("big", "[1]"))
-        theirs.send(protocol.SYNC)
-        assert theirs.recv(16) == protocol.NOTE_ACK
+    def program(out, err, sock):
+        sock.send(protocol.records_frame("big", "[1]"))
+        sock.send(protocol.SYNC)
+        assert sock.recv(16) == protocol.NOTE_ACK
         seen.append(("acknowledged",))
-        for fd in (out_w, err_w):
-            os.close(fd)
-        theirs.close()
-    writer = threading.Thread(target=program)
-    writer.start()
-    pump.run()
-    writer.join()
+    run_pump(pump_module, program, on_sync=lambda: seen.append(("out",)), seen=seen)
     assert seen == [("forward", protocol.records_frame("big", "[1]")), ("note", protocol.SYNC), ("out",),
                     ("acknowledged",)]
 

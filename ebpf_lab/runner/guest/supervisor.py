@@ -228,7 +228,7 @@ class RunClock:
 
 class SharedPort:
     """The data channel, shared with the program, which writes its records there itself (see
-    bootstrap.Channel) in whole frames per write(), holding a lock on the file at `lock_path`.
+    bootstrap.PortWriter), whole frames per transfer, holding a lock on the file at `lock_path`.
     The supervisor holds the same lock while it writes, since its frames may take several writes."""
 
     def __init__(self, stream):
@@ -255,8 +255,8 @@ class Supervisor:
         self.records_flow = False  # the program writes records to the port itself (it said SYNC)
         self.header = header
         self.clock = RunClock(header.timeout, header.compile_timeout)
-        self.outbox = (Outbox(port.stream, on_host_gone=lambda: self.stop_async(None), lock=port.locked) if port
-                       else Outbox(stream, on_host_gone=lambda: self.stop_async(None)))
+        self.outbox = Outbox(port.stream if port else stream, on_host_gone=lambda: self.stop_async(None),
+                             lock=port.locked if port else contextlib.nullcontext)
         self.done = threading.Event()
         self.stopping = threading.Event()
         self.killed = False
