@@ -45,6 +45,71 @@ def test_records_are_batched_by_name_in_order(guest, monkeypatch):
         (protocol.RECORDS, ("m", [2.5])), (protocol.RECORDS, ("n", [None]))]
 
 
+def test_a_run_an_emit_still_holds_goes_with_the_next_batch(guest, monkeypatch):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    channel.emit("a", 1)
+    channel.emit("a", 2)
+    appending = channel._run  # what an emit() in another thread holds while it appends
+    channel.flush()
+    mine.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        mine.recv(1 << 20)
+    channel.emit("a", 3)
+    appending.values.append(2.5)  # that emit() finishes
+    del appending
+    channel.flush()
+    assert frames_of(mine.recv(1 << 20)) == [(protocol.RECORDS, ("a", [1, 2, 2.5])), (protocol.RECORDS, ("a", [3]))]
+
+
+def test_records_from_many_threads_arrive_once_each_in_each_threads_order(guest, monkeypatch):
+    """emit() appends with no lock while senders (emit() in other threads, the flusher) take the runs
+    away: threads switching as often as the interpreter allows lose, double and reorder nothing."""
+    import ctypes as ct
+    import sys
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 0.001)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    class Event(ct.Structure):
+        _fields_ = [("thread", ct.c_uint), ("seq", ct.c_uint)]
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    messages = []
+    reader = threading.Thread(target=lambda: messages.extend(iter(lambda: mine.recv(1 << 22), b"")))
+    reader.start()
+    n = 30000
+
+    def emitter(t):
+        for i in range(n):
+            channel.emit("ev", Event(t, i)) if i % 3 else channel.emit(f"n{t}", i)
+
+    try:
+        threads = [threading.Thread(target=emitter, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    channel.flush()
+    theirs.close()
+    reader.join()
+    seen = {t: [] for t in range(4)}
+    for message in messages:
+        for kind, (name, payloads) in frames_of(message):
+            for p in payloads:
+                if kind == protocol.STRUCTS:
+                    seen[p["thread"]].append(p["seq"])
+                else:
+                    seen[int(name[1:])].append(p)
+    assert all(seen[t] == list(range(n)) for t in range(4))
+
+
 def test_a_record_that_cannot_be_sent_fails_at_emit(guest):
     bootstrap, _ = guest
     channel = bootstrap.Channel(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)[1])

@@ -16,10 +16,8 @@ import builtins
 import collections
 import errno
 import fcntl
-import itertools
 import json
 import linecache
-import operator
 import os
 import select
 import socket
@@ -31,9 +29,9 @@ import traceback
 import protocol
 import struct_layout
 
-BATCH_BYTES = 256 * 1024  # one message carries about this many bytes of records
+BATCH_BYTES = 256 * 1024  # one message carries about this many bytes of records (emit() sends a bigger batch)
 BATCH_RECORDS = 512       # emit() sends the batch itself once it holds this many records (or BATCH_BYTES)
-FLUSH_SECONDS = 0.05      # a batch that stops growing is sent by the flusher thread after this long
+FLUSH_SECONDS = 0.05      # a batch is sent within one to two of these periods (see _flush_periodically)
 ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in this time never will
 SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
 PLAIN, JSON = "plain", "json"  # how a record is encoded, unless it is a struct (then: its layout)
@@ -44,6 +42,8 @@ PORT_FRAME_BYTES = 24 * 1024   # frames for the port are cut to about this size,
 PORT_QUEUE_BYTES = 4 * 1024 * 1024  # written to the port by its thread: emit() waits while more is queued
 PIPE_BYTES = 1024 * 1024            # what one splice() hands the port, as one buffer
 PORT_INTERVAL = 0.1                 # between two transfers to the port, unless someone waits or much is queued
+PORT_BUSY_BYTES = 16 * 1024         # a transfer this big means a busy stream: the next waits PORT_BUSY_INTERVAL
+PORT_BUSY_INTERVAL = 0.3
 
 
 class PortWriter:
@@ -58,6 +58,9 @@ class PortWriter:
     killed at any point leaves no frame cut. The thread of its own lets the program go on taking
     events out of the kernel's buffer while a transfer waits; it makes at most about ten transfers
     a second (records reach the host within ~0.1 s), unless a note or the program's end waits for it.
+    A busy stream gets about three a second: measured under software emulation with a one-page
+    perf buffer at ~4,000 events/s, the consumer lost events after one transfer in three at ten a
+    second (the vCPU switch after each transfer stalls it for ~10 ms), and hardly ever at three.
     """
 
     def __init__(self, fd, lock_fd):
@@ -75,6 +78,7 @@ class PortWriter:
         self._busy = False
         self._waiting = 0  # threads in wait_until_written()
         self._last = 0.0   # when the last transfer started
+        self._interval = PORT_INTERVAL  # until the next transfer
         self._cond = threading.Condition()
         threading.Thread(target=self._write, name="ebpf-lab port", daemon=True).start()
 
@@ -119,7 +123,7 @@ class PortWriter:
                 while not self._chunks:
                     self._cond.wait()
                 while not self._waiting and self._queued < self._pipe_bytes // 2:
-                    left = self._last + PORT_INTERVAL - time.monotonic()
+                    left = self._last + self._interval - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
@@ -127,6 +131,7 @@ class PortWriter:
                 chunks = list(self._chunks)
                 self._chunks.clear()
                 self._busy = True
+                self._interval = PORT_BUSY_INTERVAL if self._queued >= PORT_BUSY_BYTES else PORT_INTERVAL
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
                 for group in _groups(chunks, self._pipe_bytes):
@@ -144,20 +149,44 @@ class PortWriter:
                     self._cond.notify_all()
 
 
+class _Run:
+    """Consecutive records of one name and encoding: their payloads in a list or, for flat structs, their
+    bytes back to back in a bytearray (`size` bytes each)."""
+    __slots__ = ("name", "how", "values", "size")
+
+    def __init__(self, name, how, values, size=0):
+        self.name, self.how, self.values, self.size = name, how, values, size
+
+
+_NO_RUN = _Run(None, None, None)  # matches no record: the next emit() starts a run
+
+
+def _references_of_a_free_run():
+    """sys.getrefcount() of a run that only a list holds, asked as _send_records_locked asks it."""
+    runs = [_Run(None, None, None)]
+    return sys.getrefcount(runs[0])
+
+
+FREE = _references_of_a_free_run()
+
+
 class Channel:
     """Records and notes to the supervisor (records straight to the data channel, when there is one), safe
     across fork().
 
     emit() must cost little more than list.append, since a BCC callback may call it thousands of
-    times a second in a VM without hardware acceleration: a record is queued with no lock (a deque
-    append is atomic) and sent with its batch. A fast stream sends its batches from emit() itself; the
-    flusher thread only sends a batch that stopped growing. Were the flusher to send busy batches
-    too, it would hold the interpreter lock that every BCC callback must take back, stalling the
-    consumer while the kernel's buffer fills. Consecutive records with
-    the same name become one frame: one json.dumps call for scalar payloads, and a flat ctypes
-    struct (a BCC event) travels as raw bytes, unpacked on the host (compressed over ssh). Mutable payloads
-    are encoded at emit() (what is sent is what was emitted, and a payload that cannot be sent
-    fails there). A note first sends the records before it, then waits until the supervisor has
+    times a second in a VM without hardware acceleration. Consecutive records of one name and
+    encoding form a run, and a record that continues the current run is appended to it with no lock:
+    a list append, or for a flat ctypes struct (a BCC event) its bytes added to the run's bytearray,
+    one C call each, atomic under the interpreter lock. Each run becomes a frame: one json.dumps call
+    for scalar payloads, raw struct bytes unpacked on the host (compressed over ssh). A lock costs
+    emit() as much again under software emulation, so the sender instead takes the runs away and
+    leaves for the next batch any run whose reference count shows an emit() still holding it (it
+    can only be finishing its one append). Records of one thread keep their order; records of two
+    threads emitted at the same time may arrive in either order. A stream sends its batches from
+    emit() itself, when the batch is full or the flusher thread has marked it due; the flusher only
+    sends a batch that no emit() came to in a whole period. Mutable payloads are encoded at emit()
+    (what is sent is what was emitted, and a payload that cannot be sent fails there). A note first sends the records before it, then waits until the supervisor has
     forwarded the program's earlier output, so the host sees notes and output in program order.
     """
 
@@ -175,11 +204,15 @@ class Channel:
         # Structs go uncompressed when the link to the host does not encrypt (protocol.py).
         self._raw_structs = port is not None
         self._frame_bytes = PORT_FRAME_BYTES if port is not None else BATCH_BYTES
-        self._pending = collections.deque()  # (name, how, value) not yet sent
-        self._pending_bytes = 0              # of encoded payloads: approximate, it bounds memory only
+        self._runs = []         # the records not yet sent, as runs, oldest first
+        self._run = _NO_RUN     # the last of them, which emit() appends to
+        self._unsent = []       # runs taken for the last batch but not sent: an emit() held the first
+        self._count = 0         # records and bytes since the last batch: approximate, they only trigger one
+        self._bytes = 0
         self._hows = dict.fromkeys(SCALARS, PLAIN)  # payload type -> PLAIN, JSON or its struct layout
         self._lock = threading.Lock()        # one sender at a time
-        self._flushes = 0                    # batches sent: the flusher leaves a growing batch alone
+        self._runs_lock = threading.Lock()   # held to start a run or to take the runs away
+        self._due = False                    # set by the flusher: the next emit() sends the batch
         self._batch = True
         self._acks = True
         self._start_flusher()
@@ -191,9 +224,9 @@ class Channel:
         # The child starts empty (the parent sends what it had) with a fresh lock. It sends each record
         # at once: forked children often end with os._exit(), which would lose a batch still buffered.
         # Its records go through the supervisor: the port is the parent's.
-        self._pending = collections.deque()
-        self._pending_bytes = 0
-        self._lock = threading.Lock()
+        self._runs, self._run, self._unsent = [], _NO_RUN, []
+        self._count = self._bytes = 0
+        self._lock, self._runs_lock = threading.Lock(), threading.Lock()
         self._batch = False
         if self._port is not None:
             os.close(self._port)
@@ -204,12 +237,16 @@ class Channel:
         threading.Thread(target=self._flush_periodically, daemon=True).start()
 
     def _flush_periodically(self):
-        seen = -1
+        # A batch that is growing goes with the next emit(), in the thread making the records. Sent from
+        # here, its encoding would hold the interpreter lock that every BCC callback must take back, and
+        # the two threads handing the lock to and fro stalled the consumer for ~10 ms per batch under
+        # software emulation, long enough for a one-page perf buffer to overflow.
         while True:
             time.sleep(FLUSH_SECONDS)
-            if self._flushes == seen:
-                self.flush()
-            seen = self._flushes
+            if self._due:
+                self.flush()  # no emit() came in a whole period
+            elif self._runs or self._unsent:
+                self._due = True
 
     def emit(self, name, payload=None):
         """Send a record to the host (shown in widgets, kept in run.records). The program's `emit`."""
@@ -218,23 +255,45 @@ class Channel:
         how = self._hows.get(type(payload))
         if how is None:
             how = self._learn(type(payload))
+        # `run` is held only from reading self._run to appending: while it is held, no batch is sent.
         if how is PLAIN:
-            self._pending.append((name, PLAIN, payload))
-            if not self._batch or len(self._pending) >= BATCH_RECORDS:
-                self.flush()
-            return
-        if how is JSON:
+            run = self._run
+            if run.how is PLAIN and run.name == name:
+                run.values.append(payload)
+            else:
+                run = None  # let go before waiting for the lock
+                self._start_run(name, PLAIN, [payload])
+        elif how is JSON:
             value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
             size = len(value) + len(name)
             if size > protocol.MAX_RECORD:
                 raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
                                  "limit; send a summary or split it into several records")
+            self._bytes += size
+            run = self._run
+            if run.how is JSON and run.name == name:
+                run.values.append(value)
+            else:
+                run = None  # let go before waiting for the lock
+                self._start_run(name, JSON, [value])
         else:
-            value = bytes(payload)  # a BCC event points into the buffer, which the kernel reuses
-        self._pending.append((name, how, value))
-        self._pending_bytes += len(value)
-        if self._pending_bytes >= BATCH_BYTES or not self._batch or len(self._pending) >= BATCH_RECORDS:
+            run = self._run
+            if run.how is how and run.name == name:
+                run.values += payload  # copied: a BCC event points into the buffer, which the kernel reuses
+            else:
+                value = bytearray(payload)
+                run = None  # let go before waiting for the lock
+                self._start_run(name, how, value, len(value))
+        run = None
+        self._count += 1
+        if self._due or self._count >= BATCH_RECORDS or not self._batch or self._bytes >= BATCH_BYTES:
             self.flush()
+
+    def _start_run(self, name, how, values, size=0):
+        run = _Run(name, how, values, size)
+        with self._runs_lock:
+            self._runs.append(run)
+            self._run = run
 
     def _learn(self, kind):
         """How payloads of this type travel: PLAIN, JSON, or (a flat ctypes struct) its layout as JSON text."""
@@ -275,18 +334,25 @@ class Channel:
             return False
 
     def _send_records_locked(self):
-        pending = self._pending
-        if not pending:
+        self._due = False
+        if not self._runs and not self._unsent:
             return
         if self._port is not None and not self._synced:
             self._sync_locked()  # before the records leave the queue: an interrupt while waiting loses none
-        take = pending.popleft
-        # Only what is queued now: emit() in other threads keeps appending meanwhile.
-        records = [take() for _ in range(len(pending))]
-        self._pending_bytes = 0
-        self._flushes += 1
-        frames = (frame for (name, how), run in itertools.groupby(records, key=_NAME_AND_HOW)
-                  for frame in _frames(name, how, list(map(_VALUE, run)), self._raw_structs, self._frame_bytes))
+        with self._runs_lock:
+            taken = self._unsent + self._runs
+            self._runs, self._run, self._unsent = [], _NO_RUN, []
+        self._count = self._bytes = 0
+        # New records now start new runs; an emit() that read self._run before may still be appending
+        # to one of these. Only that emit() adds to a run's references, and it lets go once appended.
+        # The runs from the first one held on wait for the next batch: the held one may hold records of
+        # other threads too, whose later records are in the runs after it.
+        ready = 0
+        while ready < len(taken) and sys.getrefcount(taken[ready]) <= FREE:
+            ready += 1
+        self._unsent = taken[ready:]
+        frames = (frame for run in taken[:ready]
+                  for frame in _frames(run, self._raw_structs, self._frame_bytes))
         if self._port is None:
             self._send_frames_locked(frames)
         else:
@@ -353,13 +419,9 @@ def _groups(chunks, size):
         yield group
 
 
-_NAME_AND_HOW = operator.itemgetter(0, 1)
-_VALUE = operator.itemgetter(2)
-
-
-def _frames(name, how, values, raw_structs, frame_bytes):
-    """Frames (each a list of buffers) of about `frame_bytes` at most for consecutive records of one
-    name and encoding (a single record may be bigger)."""
+def _frames(run, raw_structs, frame_bytes):
+    """Frames (each a list of buffers) of about `frame_bytes` at most for a run (a single record may be bigger)."""
+    name, how, values = run.name, run.how, run.values
     if how is PLAIN:
         step = max(1, frame_bytes // 32)  # numbers as JSON: rarely more than 24 characters
         for i in range(0, len(values), step):
@@ -372,13 +434,13 @@ def _frames(name, how, values, raw_structs, frame_bytes):
                 yield [protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")]
                 start, size = end, 0
     else:
-        step = max(1, min((frame_bytes - len(how) - len(name)) // max(1, len(values[0])), MAX_PARTS - 2))
+        step = max(1, (frame_bytes - len(how) - len(name)) // max(1, run.size)) * run.size
         for i in range(0, len(values), step):
             chunk = values[i:i + step]
             if raw_structs:
-                yield protocol.raw_structs_parts(name, how, chunk)
+                yield protocol.raw_structs_parts(name, how, [chunk])
             else:
-                yield [protocol.structs_frame(name, how, b"".join(chunk))]
+                yield [protocol.structs_frame(name, how, chunk)]
 
 
 _channel = None
