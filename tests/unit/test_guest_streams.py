@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,53 @@ def test_a_run_an_emit_still_holds_goes_with_the_next_batch(guest, monkeypatch):
     del appending
     channel.flush()
     assert frames_of(mine.recv(1 << 20)) == [(protocol.RECORDS, ("a", [1, 2, 2.5])), (protocol.RECORDS, ("a", [3]))]
+
+
+def test_a_note_or_the_programs_end_waits_for_a_run_another_emit_still_holds(guest, monkeypatch):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    channel.emit("a", 1)
+    other_thread = [channel._run]  # lets go in 50 ms
+    threading.Timer(0.05, other_thread.clear).start()
+    channel.flush(wait=True)
+    assert not other_thread
+    mine.setblocking(False)
+    assert frames_of(mine.recv(1 << 20)) == [(protocol.RECORDS, ("a", [1]))]
+
+
+def test_a_run_held_by_a_dead_frame_goes_after_a_while(guest, monkeypatch):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    monkeypatch.setattr(bootstrap, "HOLD_SECONDS", 0.05)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    channel.emit("a", 1)
+    kept_traceback = channel._run  # e.g. a frame kept alive by an exception the program stored
+    channel.flush()
+    channel.emit("b", 2)
+    time.sleep(0.1)
+    channel.flush()
+    mine.setblocking(False)
+    assert frames_of(mine.recv(1 << 20)) == [(protocol.RECORDS, ("a", [1])), (protocol.RECORDS, ("b", [2]))]
+    assert kept_traceback.values == [1]
+
+
+def test_a_struct_without_fields_travels_as_json(guest, monkeypatch):
+    import ctypes as ct
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+
+    class Empty(ct.Structure):
+        _fields_ = []
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    channel = bootstrap.Channel(theirs)
+    channel.emit("e", Empty())
+    channel.emit("e", Empty())
+    channel.flush()
+    assert frames_of(mine.recv(1 << 20)) == [(protocol.RECORDS, ("e", [{}, {}]))]
 
 
 def test_records_from_many_threads_arrive_once_each_in_each_threads_order(guest, monkeypatch):

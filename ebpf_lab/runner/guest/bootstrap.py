@@ -25,12 +25,14 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 
 import protocol
 import struct_layout
 
 BATCH_BYTES = 256 * 1024  # one message carries about this many bytes of records (emit() sends a bigger batch)
 BATCH_RECORDS = 512       # emit() sends the batch itself once it holds this many records (or BATCH_BYTES)
+HOLD_SECONDS = 1.0        # a run held longer than this by an emit() is held by a dead frame (a kept traceback)
 FLUSH_SECONDS = 0.05      # a batch is sent within one to two of these periods (see _flush_periodically)
 ACK_SECONDS = 30          # a supervisor that does not acknowledge a note in this time never will
 SCALARS = (int, float, bool, type(None))  # immutable: kept as they are, encoded with their whole batch
@@ -152,13 +154,18 @@ class PortWriter:
 class _Run:
     """Consecutive records of one name and encoding: their payloads in a list or, for flat structs, their
     bytes back to back in a bytearray (`size` bytes each)."""
-    __slots__ = ("name", "how", "values", "size")
+    __slots__ = ("name", "how", "values", "size", "__weakref__")
 
     def __init__(self, name, how, values, size=0):
         self.name, self.how, self.values, self.size = name, how, values, size
 
 
 _NO_RUN = _Run(None, None, None)  # matches no record: the next emit() starts a run
+
+
+def _gone():
+    """A weak reference to no run."""
+    return None
 
 
 def _references_of_a_free_run():
@@ -178,12 +185,13 @@ class Channel:
     times a second in a VM without hardware acceleration. Consecutive records of one name and
     encoding form a run, and a record that continues the current run is appended to it with no lock:
     a list append, or for a flat ctypes struct (a BCC event) its bytes added to the run's bytearray,
-    one C call each, atomic under the interpreter lock. Each run becomes a frame: one json.dumps call
-    for scalar payloads, raw struct bytes unpacked on the host (compressed over ssh). A lock costs
-    emit() as much again under software emulation, so the sender instead takes the runs away and
-    leaves for the next batch any run whose reference count shows an emit() still holding it (it
-    can only be finishing its one append). Records of one thread keep their order; records of two
-    threads emitted at the same time may arrive in either order. A stream sends its batches from
+    each done in one C call, atomic under the interpreter lock. Each run becomes a frame: one
+    json.dumps call for scalar payloads, raw struct bytes unpacked on the host (compressed over ssh).
+    A lock costs emit() as much again under software emulation, so the sender instead takes the runs
+    away and leaves for later the first run whose reference count shows an emit() still holding it
+    (it can only be finishing its one append), with the runs after it (see _free_prefix). Records
+    of one thread keep their order; records of two threads emitted at the same time may arrive in
+    either order. A stream sends its batches from
     emit() itself, when the batch is full or the flusher thread has marked it due; the flusher only
     sends a batch that no emit() came to in a whole period. Mutable payloads are encoded at emit()
     (what is sent is what was emitted, and a payload that cannot be sent fails there). A note first sends the records before it, then waits until the supervisor has
@@ -207,7 +215,8 @@ class Channel:
         self._runs = []         # the records not yet sent, as runs, oldest first
         self._run = _NO_RUN     # the last of them, which emit() appends to
         self._unsent = []       # runs taken for the last batch but not sent: an emit() held the first
-        self._count = 0         # records and bytes since the last batch: approximate, they only trigger one
+        self._held = (_gone, 0.0)  # the run an emit() held at the last batch (a weak reference), and since when
+        self._count = 0         # records and bytes (encoded) since the last batch: approximate, they only trigger one
         self._bytes = 0
         self._hows = dict.fromkeys(SCALARS, PLAIN)  # payload type -> PLAIN, JSON or its struct layout
         self._lock = threading.Lock()        # one sender at a time
@@ -255,7 +264,8 @@ class Channel:
         how = self._hows.get(type(payload))
         if how is None:
             how = self._learn(type(payload))
-        # `run` is held only from reading self._run to appending: while it is held, no batch is sent.
+        # `run` is held from reading self._run until appended to or let go: while it is held, no batch
+        # is sent, so nothing that could wait (or run a signal handler) comes between.
         if how is PLAIN:
             run = self._run
             if run.how is PLAIN and run.name == name:
@@ -280,9 +290,11 @@ class Channel:
             run = self._run
             if run.how is how and run.name == name:
                 run.values += payload  # copied: a BCC event points into the buffer, which the kernel reuses
+                self._bytes += run.size
             else:
+                run = None  # let go before copying and waiting for the lock
                 value = bytearray(payload)
-                run = None  # let go before waiting for the lock
+                self._bytes += len(value)
                 self._start_run(name, how, value, len(value))
         run = None
         self._count += 1
@@ -303,7 +315,7 @@ class Channel:
 
     def note(self, frame):
         with self._lock:
-            self._send_records_locked()
+            self._send_records_locked(everything=True)
             if self._writer:
                 self._writer.wait_until_written()  # the records before the note reach the host before it
             self._send_locked([frame])
@@ -322,7 +334,7 @@ class Channel:
     def flush(self, wait=False):
         """Send the records queued so far; with `wait`, return once they are written (the process may end next)."""
         with self._lock:
-            self._send_records_locked()
+            self._send_records_locked(everything=wait)
         if wait and self._writer:
             self._writer.wait_until_written()
 
@@ -333,26 +345,60 @@ class Channel:
         except OSError:
             return False
 
-    def _send_records_locked(self):
+    def _send_records_locked(self, everything=False):
+        """Send the records queued so far. A run that an emit() in another thread still holds, and the
+        runs after it, go with the next batch; with `everything` (a note or the program's end comes
+        next), once that emit() lets go."""
         self._due = False
         if not self._runs and not self._unsent:
             return
         if self._port is not None and not self._synced:
             self._sync_locked()  # before the records leave the queue: an interrupt while waiting loses none
+        taken = self._take_runs()
+        left = len(taken)  # with `everything`, the runs queued when called must go
+        while True:
+            ready = self._free_prefix(taken)
+            self._unsent = taken[ready:]
+            self._send_runs_locked(taken[:ready])
+            left -= ready
+            if not everything or left <= 0:
+                return
+            time.sleep(0.001)  # the emit() holding a run gets the interpreter and lets go
+            taken = self._take_runs()
+
+    def _take_runs(self):
+        """The runs not sent yet, oldest first; new records start new runs from now on."""
         with self._runs_lock:
             taken = self._unsent + self._runs
             self._runs, self._run, self._unsent = [], _NO_RUN, []
         self._count = self._bytes = 0
-        # New records now start new runs; an emit() that read self._run before may still be appending
-        # to one of these. Only that emit() adds to a run's references, and it lets go once appended.
-        # The runs from the first one held on wait for the next batch: the held one may hold records of
-        # other threads too, whose later records are in the runs after it.
+        return taken
+
+    def _free_prefix(self, taken):
+        """How many of the taken runs, from the first, no emit() holds.
+
+        An emit() that read self._run before _take_runs may still be appending to one of them: it
+        adds to that run's references until it lets go, a few instructions later. The runs from the
+        first one held on must wait, since it may hold records of other threads too, whose later
+        records are in the runs after it. A run held over HOLD_SECONDS is held by a dead frame (a kept
+        traceback) and goes anyway."""
         ready = 0
         while ready < len(taken) and sys.getrefcount(taken[ready]) <= FREE:
             ready += 1
-        self._unsent = taken[ready:]
-        frames = (frame for run in taken[:ready]
-                  for frame in _frames(run, self._raw_structs, self._frame_bytes))
+        if ready == len(taken):
+            self._held = (_gone, 0.0)
+            return ready
+        held, since = self._held
+        now = time.monotonic()
+        if held() is not taken[ready]:
+            self._held = (weakref.ref(taken[ready]), now)  # weak: a reference would count as held
+        elif now - since > HOLD_SECONDS:
+            self._held = (_gone, 0.0)
+            return len(taken)
+        return ready
+
+    def _send_runs_locked(self, runs):
+        frames = (frame for run in runs for frame in _frames(run, self._raw_structs, self._frame_bytes))
         if self._port is None:
             self._send_frames_locked(frames)
         else:

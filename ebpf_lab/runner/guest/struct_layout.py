@@ -27,6 +27,8 @@ def layout_of(struct_type):
     """{"format": ..., "fields": [[name, count, "int" | "text"], ...]} for a flat ctypes struct, else None."""
     if not (isinstance(struct_type, type) and issubclass(struct_type, ctypes.Structure)):
         return None
+    if ctypes.sizeof(struct_type) == 0:
+        return None  # nothing to unpack: it travels as JSON, {}
     fmt = ["<" if sys.byteorder == "little" else ">"]
     fields, pos = [], 0
     for spec in struct_type._fields_:
