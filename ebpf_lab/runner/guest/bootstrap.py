@@ -191,11 +191,12 @@ class Channel:
     away and leaves for later the first run whose reference count shows an emit() still holding it
     (it can only be finishing its one append), with the runs after it (see _free_prefix). Records
     of one thread keep their order; records of two threads emitted at the same time may arrive in
-    either order. A stream sends its batches from
-    emit() itself, when the batch is full or the flusher thread has marked it due; the flusher only
-    sends a batch that no emit() came to in a whole period. Mutable payloads are encoded at emit()
-    (what is sent is what was emitted, and a payload that cannot be sent fails there). A note first sends the records before it, then waits until the supervisor has
-    forwarded the program's earlier output, so the host sees notes and output in program order.
+    either order. A stream sends its batches from emit() itself, when the batch is full or the
+    flusher thread has marked it due; the flusher only sends a batch that no emit() came to in a
+    whole period. Mutable payloads are encoded at emit() (what is sent is what was emitted, and a
+    payload that cannot be sent fails there). A note first sends the records before it, then waits
+    until the supervisor has forwarded the program's earlier output, so the host sees notes and
+    output in program order.
     """
 
     def __init__(self, sock, port=None):
@@ -266,26 +267,21 @@ class Channel:
             how = self._learn(type(payload))
         # `run` is held from reading self._run until appended to or let go: while it is held, no batch
         # is sent, so nothing that could wait (or run a signal handler) comes between.
-        if how is PLAIN:
+        if how is PLAIN or how is JSON:
+            value = payload
+            if how is JSON:
+                value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
+                size = len(value) + len(name)
+                if size > protocol.MAX_RECORD:
+                    raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
+                                     "limit; send a summary or split it into several records")
+                self._bytes += size
             run = self._run
-            if run.how is PLAIN and run.name == name:
-                run.values.append(payload)
-            else:
-                run = None  # let go before waiting for the lock
-                self._start_run(name, PLAIN, [payload])
-        elif how is JSON:
-            value = json.dumps(payload, default=_jsonable, separators=(",", ":"))
-            size = len(value) + len(name)
-            if size > protocol.MAX_RECORD:
-                raise ValueError(f"emit(): a record of {size} bytes is over the {protocol.MAX_RECORD} byte "
-                                 "limit; send a summary or split it into several records")
-            self._bytes += size
-            run = self._run
-            if run.how is JSON and run.name == name:
+            if run.how is how and run.name == name:
                 run.values.append(value)
             else:
                 run = None  # let go before waiting for the lock
-                self._start_run(name, JSON, [value])
+                self._start_run(name, how, [value])
         else:
             run = self._run
             if run.how is how and run.name == name:
