@@ -30,11 +30,16 @@ def frames_of(data: bytes) -> list[tuple[bytes, object]]:
     return [protocol.decode_frame(raw) for raw in data.splitlines()]
 
 
+def batching_channel(bootstrap, monkeypatch):
+    """The supervisor's end of a socket, and a Channel on the other end that sends a batch when flushed (or full)."""
+    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return mine, bootstrap.Channel(theirs)
+
+
 def test_records_are_batched_by_name_in_order(guest, monkeypatch):
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)  # one batch, sent by flush()
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     for i in range(3):
         channel.emit("n", i)
     channel.emit("n", {"uid": 1001})
@@ -48,9 +53,7 @@ def test_records_are_batched_by_name_in_order(guest, monkeypatch):
 
 def test_a_run_an_emit_still_holds_goes_with_the_next_batch(guest, monkeypatch):
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     channel.emit("a", 1)
     channel.emit("a", 2)
     appending = channel._run  # what an emit() in another thread holds while it appends
@@ -67,9 +70,7 @@ def test_a_run_an_emit_still_holds_goes_with_the_next_batch(guest, monkeypatch):
 
 def test_a_note_or_the_programs_end_waits_for_a_run_another_emit_still_holds(guest, monkeypatch):
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     channel.emit("a", 1)
     other_thread = [channel._run]  # lets go in 50 ms
     threading.Timer(0.05, other_thread.clear).start()
@@ -81,10 +82,8 @@ def test_a_note_or_the_programs_end_waits_for_a_run_another_emit_still_holds(gue
 
 def test_a_run_held_by_a_dead_frame_goes_after_a_while(guest, monkeypatch):
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
     monkeypatch.setattr(bootstrap, "HOLD_SECONDS", 0.05)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     channel.emit("a", 1)
     kept_traceback = channel._run  # e.g. a frame kept alive by an exception the program stored
     channel.flush()
@@ -99,13 +98,11 @@ def test_a_run_held_by_a_dead_frame_goes_after_a_while(guest, monkeypatch):
 def test_a_struct_without_fields_travels_as_json(guest, monkeypatch):
     import ctypes as ct
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
 
     class Empty(ct.Structure):
         _fields_ = []
 
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     channel.emit("e", Empty())
     channel.emit("e", Empty())
     channel.flush()
@@ -286,7 +283,6 @@ def test_long_lines_are_split_and_short_ones_kept_whole(guest):
 def test_bcc_style_events_travel_raw_and_arrive_as_dicts(guest, monkeypatch):
     import ctypes as ct
     bootstrap, _ = guest
-    monkeypatch.setattr(bootstrap, "FLUSH_SECONDS", 3600)
 
     class Event(ct.Structure):  # what bcc builds from `struct data_t { u32 pid; u64 ts; char comm[16]; u16 ports[3]; }`
         _fields_ = [("pid", ct.c_uint), ("ts", ct.c_ulonglong), ("comm", ct.c_char * 16), ("ports", ct.c_ushort * 3),
@@ -295,8 +291,7 @@ def test_bcc_style_events_travel_raw_and_arrive_as_dicts(guest, monkeypatch):
     class Nested(ct.Structure):
         _fields_ = [("inner", Event)]
 
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    channel = bootstrap.Channel(theirs)
+    mine, channel = batching_channel(bootstrap, monkeypatch)
     events = [Event(i, 10**12 + i, b"cat", (1, 2, i), 0.5, True) for i in range(3)]
     for e in events:
         channel.emit("ev", e)
