@@ -211,12 +211,8 @@ class Channel:
         # Structs go uncompressed when the link to the host does not encrypt (protocol.py).
         self._raw_structs = port is not None
         self._frame_bytes = PORT_FRAME_BYTES if port is not None else BATCH_BYTES
-        self._runs = []         # the records not yet sent, as runs, oldest first
-        self._run = _NO_RUN     # the last of them, which emit() appends to
-        self._unsent = []       # runs taken for the last batch but not sent: an emit() held the first
+        self._reset_runs()
         self._held = (_gone, 0.0)  # the run an emit() held at the last batch (a weak reference), and since when
-        self._count = 0         # records and bytes (encoded) since the last batch: approximate, they only trigger one
-        self._bytes = 0
         self._hows = dict.fromkeys(SCALARS, PLAIN)  # payload type -> PLAIN, JSON or its struct layout
         self._lock = threading.Lock()        # one sender at a time
         self._runs_lock = threading.Lock()   # held to start a run or to take the runs away
@@ -232,14 +228,20 @@ class Channel:
         # The child starts empty (the parent sends what it had) with a fresh lock. It sends each record
         # at once: forked children often end with os._exit(), which would lose a batch still buffered.
         # Its records go through the supervisor: the port is the parent's.
-        self._runs, self._run, self._unsent = [], _NO_RUN, []
-        self._count = self._bytes = 0
+        self._reset_runs()
         self._lock, self._runs_lock = threading.Lock(), threading.Lock()
         self._batch = False
         if self._port is not None:
             os.close(self._port)
             os.close(self._port_lock)
             self._port = self._port_lock = self._writer = None
+
+    def _reset_runs(self):
+        self._runs = []      # the records not yet sent, as runs, oldest first
+        self._run = _NO_RUN  # the last of them, which emit() appends to
+        self._unsent = []    # runs taken for the last batch but not sent: an emit() held the first
+        self._count = 0      # records and bytes (encoded) since the last batch: approximate, they only trigger one
+        self._bytes = 0
 
     def _start_flusher(self):
         threading.Thread(target=self._flush_periodically, daemon=True).start()
@@ -364,8 +366,7 @@ class Channel:
         """The runs not sent yet, oldest first; new records start new runs from now on."""
         with self._runs_lock:
             taken = self._unsent + self._runs
-            self._runs, self._run, self._unsent = [], _NO_RUN, []
-        self._count = self._bytes = 0
+            self._reset_runs()
         return taken
 
     def _free_prefix(self, taken):
