@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -416,6 +417,26 @@ def test_a_port_that_refuses_splice_gets_plain_writes(guest, monkeypatch, tmp_pa
         channel.emit("n", batch)
         channel.flush(wait=True)
     assert decoded((tmp_path / "port").read_bytes()) == [(protocol.RECORDS, ("n", [0])), (protocol.RECORDS, ("n", [1]))]
+
+
+def test_the_port_writer_sends_after_a_quiet_spell_at_once_and_a_steady_stream_at_its_pace(guest, monkeypatch,
+                                                                                           tmp_path):
+    bootstrap, _ = guest
+    monkeypatch.setattr(bootstrap, "PORT_INTERVAL", 3600)  # the next transfer could only come from a waiter
+    lock = tmp_path / "port.lock"
+    lock.touch()
+    port_r, port_w = os.pipe()
+    writer = bootstrap.PortWriter(port_w, os.open(lock, os.O_RDONLY))
+    writer.put([b"first"])
+    assert select.select([port_r], [], [], 60)[0], "the first transfer must not wait: nothing went before it"
+    assert os.read(port_r, 100) == b"first"
+    writer.put([b"second"])
+    time.sleep(0.5)
+    os.set_blocking(port_r, False)
+    with pytest.raises(BlockingIOError):
+        os.read(port_r, 100)  # a stream waits PORT_INTERVAL between transfers
+    writer.wait_until_written()  # ... unless someone waits for it
+    assert os.read(port_r, 100) == b"second"
 
 
 def test_records_for_a_failed_port_are_dropped_and_emit_goes_on(guest, monkeypatch, tmp_path):

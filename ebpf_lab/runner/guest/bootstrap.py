@@ -79,7 +79,7 @@ class PortWriter:
         self._queued = 0
         self._busy = False
         self._waiting = 0  # threads in wait_until_written()
-        self._last = 0.0   # when the last transfer started
+        self._last = float("-inf")  # when the last transfer started
         self._cond = threading.Condition()
         threading.Thread(target=self._write, name="ebpf-lab port", daemon=True).start()
 
