@@ -118,9 +118,10 @@ no network stack, no ssh encryption), and the program writes its records to that
 events uncompressed; what the host path still adds in the VM is emit() in the consumer (a copy and a
 queue per event) and the batch's writes to the port. The loss rows use one-page buffers, which
 overflow whenever the consumer pauses for ~10 ms, as it does now and then under software emulation
-whichever consumer it is: per paced rate (and the pacer's top speed, "max", ~4,000 opens/s), the
-median share lost and in how many sweeps anything was lost. The loss onset is the lowest rate at
-which any sweep lost events: below the in-VM consumer's onset, the host's must lose nothing."""
+whichever consumer it is: per paced rate (and the pacer's top speed, "max", 3,000-4,000 opens/s;
+each row says what it made), the median share lost and in how many sweeps anything was lost. The
+loss onset is the lowest rate at which any sweep lost events: below the in-VM consumer's onset,
+the host's must lose nothing."""
 
 
 def timed(fn):
