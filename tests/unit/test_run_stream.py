@@ -50,12 +50,12 @@ def finished(tmp_path, frames, **kwargs) -> Run:
 
 
 def test_frames_become_lines_records_and_status(tmp_path):
-    run = finished(tmp_path, [control("started", pid=1), out(b"hello"), err(b"warn"), record("ev", {"uid": 1001}),
-                              control("compiling", text="int x;"), EXIT0])
+    run = finished(tmp_path, [control(protocol.STARTED, pid=1), out(b"hello"), err(b"warn"), record("ev", {"uid": 1001}),
+                              control(protocol.COMPILING, text="int x;"), EXIT0])
     assert run.status == 0
     assert list(run.lines) == [Line("stdout", "hello"), Line("stderr", "warn")]
     assert [(r.name, r.payload) for r in run.records] == [("ev", {"uid": 1001})]
-    assert [e["kind"] for e in run.events] == ["started", "compiling", "exit"]
+    assert [e["kind"] for e in run.events] == [protocol.STARTED, protocol.COMPILING, protocol.EXIT]
     run.raise_for_status()
 
 
@@ -135,7 +135,7 @@ def test_a_dying_reader_stops_the_ssh_process(tmp_path):
 
 
 def test_exception_event_raises_explained_failure(tmp_path):
-    exc = control("exception", type="ValueError", message="bad", traceback="ValueError: bad\n")
+    exc = control(protocol.EXCEPTION, type="ValueError", message="bad", traceback="ValueError: bad\n")
     run = finished(tmp_path, [exc, control(protocol.EXIT, status=1)])
     try:
         run.raise_for_status()
@@ -148,13 +148,13 @@ def test_exception_event_raises_explained_failure(tmp_path):
 def test_refused_and_compile_timeout_explain_themselves(tmp_path):
     from ebpf_lab.errors import ProgramFailed, RunRefused
 
-    refused = finished(tmp_path, [control("refused", message="workload: there is no user 'carol'", fix="use alice"),
+    refused = finished(tmp_path, [control(protocol.REFUSED, message="workload: there is no user 'carol'", fix="use alice"),
                                   control(protocol.EXIT, status=2)])
     try:
         refused.raise_for_status()
     except RunRefused as e:
         assert str(e) == "workload: there is no user 'carol' — use alice"
-    stalled = finished(tmp_path, [control("compiling", text="x"), control("compile_timeout", after=5.0),
+    stalled = finished(tmp_path, [control(protocol.COMPILING, text="x"), control(protocol.COMPILE_TIMEOUT, after=5.0),
                                   control(protocol.EXIT, status=137)])
     try:
         stalled.raise_for_status()
@@ -170,7 +170,7 @@ def test_late_subscribers_get_what_already_arrived(tmp_path):
     lines, records, events = [], [], []
     run.subscribe(on_line=lines.append, on_record=records.append, on_event=events.append)
     assert [l.text for l in lines] == ["early"] and [r.payload for r in records] == [1]
-    assert [e["kind"] for e in events] == ["exit"]
+    assert [e["kind"] for e in events] == [protocol.EXIT]
 
 
 def test_wait_for_returns_when_the_condition_holds(tmp_path):

@@ -98,7 +98,7 @@ def test_compile_progress_rewrites_one_line_then_says_how_long():
     progress.tick()
     progress.tick()
     run.compiling_for = None
-    progress.ended({"kind": "compiled", "seconds": 21.34, "ok": True})
+    progress.ended({"kind": protocol.COMPILED, "seconds": 21.34, "ok": True})
     progress.tick()
     assert "".join(written) == "compiling the BPF program… 0 s\rcompiling the BPF program… 1 s\rcompiled in 21.3 s\n"
 
@@ -110,7 +110,7 @@ def test_compile_progress_on_a_plain_stream_and_around_output():
     progress.tick()
     progress.tick()
     run.compiling_for = None
-    progress.ended({"kind": "compiled", "seconds": 3.0, "ok": True})
+    progress.ended({"kind": protocol.COMPILED, "seconds": 3.0, "ok": True})
     progress.tick()
     assert written == ["compiling the BPF program…\n", "compiled in 3.0 s\n"]
     live, out = FakeRun(), []
@@ -131,7 +131,7 @@ def test_compile_end_comes_before_later_output_however_drains_fall(drains_betwee
     run.compiling_for = 1.2
     drain(printer, progress)
     run.compiling_for = None
-    run.on_event({"kind": "compiled", "seconds": 2.0, "ok": True})
+    run.on_event({"kind": protocol.COMPILED, "seconds": 2.0, "ok": True})
     if drains_between:
         drain(printer, progress)
     run.on_line(Line("stderr", "bpf: Failed to load program: Invalid argument"))
@@ -150,7 +150,7 @@ def test_output_during_a_compile_starts_on_its_own_line_and_the_limit_holds():
     run.on_line(Line("stderr", "warning: unused variable"))
     run.on_line(Line("stderr", "warning: over the limit"))
     run.compiling_for = None
-    run.on_event({"kind": "compiled", "seconds": 1.0, "ok": False})
+    run.on_event({"kind": protocol.COMPILED, "seconds": 1.0, "ok": False})
     drain(printer, progress)
     assert "".join(out) == "compiling the BPF program… 0 s\n"
     assert err == ["warning: unused variable\n"]
@@ -168,7 +168,7 @@ def test_warnings_in_bursts_do_not_repeat_the_progress_line():
     run.compiling_for = 2.3
     drain(printer, progress)
     run.compiling_for = None
-    run.on_event({"kind": "compiled", "seconds": 2.5, "ok": True})
+    run.on_event({"kind": protocol.COMPILED, "seconds": 2.5, "ok": True})
     drain(printer, progress)
     assert "".join(out) == "compiling the BPF program… 1 s\ncompiling the BPF program… 2 s\rcompiled in 2.5 s\n"
 
@@ -312,7 +312,8 @@ def test_records_on_the_data_channel_start_the_clock_and_wait_for_the_outbox(gue
     assert drained.is_alive(), "the RUNNING event is not with the host yet"
     unblock.set()
     drained.join(5)
-    assert not drained.is_alive() and b'"kind":"running","reason":"output"' in b"".join(written)
+    running = protocol.control_frame(protocol.RUNNING, reason="output").rstrip(b"\n")
+    assert not drained.is_alive() and running in b"".join(written)
 
 
 def test_outbox_reports_a_vanished_host(guest_modules):
