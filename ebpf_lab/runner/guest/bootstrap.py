@@ -60,9 +60,9 @@ class PortWriter:
     second, unless a note or the program's end waits for it: the first records after a quiet spell
     go at once, a steady stream reaches the host every ~0.3 s. Measured under software emulation with
     a one-page ring buffer of 64-byte events (16 sweeps at 3,000 opens/s and the pacer's top speed),
-    ten transfers a second lost 702 and 215 events in 12 and 8 sweeps; three lost 316 and 2 in 8 and
-    1, close to a consumer inside the VM that sends nothing (96 and 0 in 7 and 0): each transfer
-    stalls the consumer while the vCPUs switch.
+    ten transfers a second lost 702 and 215 events in 12 and 8 sweeps, three lost 316 and 2 in 8 and
+    1 (each transfer stalls the consumer while the vCPUs switch); a consumer inside the VM that sends
+    nothing lost 96 and 0 in 7 and 0. One transfer a second did no better than three.
     """
 
     def __init__(self, fd, lock_fd):
