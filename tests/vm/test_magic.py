@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 
 from ebpf_lab import ProgramFailed
 from ebpf_lab.errors import Interrupted
+from ebpf_lab.runner import protocol
 from tests.programs import HASH_MAP, HELLO
 
 
@@ -44,18 +45,49 @@ class TimedWriter:
         return "".join(s for _, s in self.writes)
 
 
-def stop_when(shell, predicate, deadline=300):
-    """From another thread, end the cell's run (as --timeout would) once `predicate(run)` holds."""
+def watch_run(shell, predicate, act, deadline=300) -> dict:
+    """From another thread, once `predicate(run)` holds for the cell's run, `act(run)`. A watcher that
+    waits in vain, or whose act does not end the run, stops the run and says what it saw in the dict
+    it returns: the test then fails with that reason instead of hanging the suite."""
+    seen: dict = {}
+
     def watch():
         end = time.time() + deadline
+        run = None
         while time.time() < end:
             run = shell.user_ns.get("_bcc_run")
             if run is not None and not run.done and run.wait_for(predicate, 1):
-                run.stop()
+                seen["acted"] = act(run)
+                run.wait(deadline)
+                if not run.done:
+                    seen["run went on"] = f"{deadline} s after the act ({seen['acted']})"
+                    run.stop()
                 return
             time.sleep(0.1)
+        seen["gave up"] = ("the cell's run never started" if run is None else
+                           f"events {[e.get('kind') for e in list(run.events)]}, output {run.stdout[-300:]!r}")
+        if run is not None:
+            run.stop()
+
     shell.user_ns.pop("_bcc_run", None)
     threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
+def stop_when(shell, predicate) -> dict:
+    """End the cell's run (as --timeout would) once `predicate(run)` holds."""
+    return watch_run(shell, predicate, lambda run: run.stop())
+
+
+def interrupt_when(shell, predicate, times=1) -> dict:
+    """Press the stop button (SIGINT to this process, as Jupyter sends) `times` times once `predicate(run)` holds."""
+    def press(run):
+        handler = signal.getsignal(signal.SIGINT)
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        return f"SIGINT sent {times}x, its handler then: {handler!r}"
+    return watch_run(shell, predicate, press)
 
 
 def id_counts(text: str) -> dict[int, int]:
@@ -66,8 +98,9 @@ def id_counts(text: str) -> dict[int, int]:
 def test_hash_map_cell_streams_counts_for_two_users(shell, lab, clean_kernel, monkeypatch):
     out = TimedWriter()
     monkeypatch.setattr(sys, "stdout", out)
-    stop_when(shell, lambda r: (c := id_counts(r.stdout)).get(1001, 0) >= 5 and c.get(1002, 0) >= 3)
+    seen = stop_when(shell, lambda r: (c := id_counts(r.stdout)).get(1001, 0) >= 5 and c.get(1002, 0) >= 3)
     shell.run_cell_magic("bcc", "--load alice:5 --load bob:3", HASH_MAP)
+    assert "gave up" not in seen, seen
     run = shell.user_ns["_bcc_run"]
     counts = id_counts(out.text)
     assert counts[1001] >= 5 and counts[1002] >= 3, out.text
@@ -82,37 +115,28 @@ def test_timeout_counts_after_the_compile(shell, lab, clean_kernel, capsys):
     assert out.count("Hello, World!") >= 2 and "[stopped after --timeout 10 s of running]" in out
 
 
-def interrupt_when(shell, predicate, times=1):
-    def interrupt():
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            run = shell.user_ns.get("_bcc_run")
-            if run is not None and not run.done and predicate(run):
-                for _ in range(times):
-                    os.kill(os.getpid(), signal.SIGINT)  # what Jupyter's stop button does
-                    time.sleep(0.05)
-                return
-            time.sleep(0.1)
-    shell.user_ns.pop("_bcc_run", None)
-    threading.Thread(target=interrupt, daemon=True).start()
-
-
 def test_interrupting_the_cell_stops_the_program(shell, lab, clean_kernel):
-    interrupt_when(shell, lambda r: r.has_event("attached"))
-    with pytest.raises(Interrupted) as info:
+    seen = interrupt_when(shell, lambda r: r.has_event(protocol.ATTACHED))
+    try:
         shell.run_cell_magic("bcc", "", HELLO)
+        pytest.fail(f"the cell was not interrupted: {seen}")
+    except Interrupted as e:
+        interrupted = e
     run = shell.user_ns["_bcc_run"]
     assert run.done and run.interrupted
-    assert info.value._render_traceback_() == [
+    assert interrupted._render_traceback_() == [
         "interrupted: the program was stopped in the VM and its BPF programs unloaded"]
 
 
 def test_ctrl_c_twice_still_unloads_everything(shell, lab, clean_kernel):
     source = HELLO.replace("b.trace_print()", "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                               "time.sleep(600)\n")
-    interrupt_when(shell, lambda r: r.has_event("attached"), times=3)
-    with pytest.raises(KeyboardInterrupt):
+    seen = interrupt_when(shell, lambda r: r.has_event(protocol.ATTACHED), times=3)
+    try:
         shell.run_cell_magic("bcc", "", source)
+        pytest.fail(f"the cell was not interrupted: {seen}")
+    except KeyboardInterrupt:
+        pass
     assert shell.user_ns["_bcc_run"].done
 
 
@@ -179,8 +203,9 @@ def test_a_live_chart_follows_each_run_afresh(shell, lab, clean_kernel):
     chart = shell.user_ns["chart"] = UidChart(lab.users())
     widgets = []
     for _ in range(2):  # the second run must not add to the first one's totals, nor show a closed widget
-        stop_when(shell, lambda r: any(rec.payload.get("1001") == 6 for rec in list(r.records)))
+        seen = stop_when(shell, lambda r: any(rec.payload.get("1001") == 6 for rec in list(r.records)))
         shell.run_cell_magic("bcc", "--load alice:6@2/s --attach chart", UID_COUNTS)
+        assert "gave up" not in seen, seen
         alice = [c.get(1001, 0) for _, c in chart.history]
         assert chart.counts[1001] == 6 and len(set(alice)) >= 3 and alice == sorted(alice), alice
         widgets.append(chart.widget)
