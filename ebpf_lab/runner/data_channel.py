@@ -3,7 +3,8 @@
 qemu listens on a Unix socket per port (see vm/embedded.py). A run leases a free port with an
 exclusive lock on a file beside its socket (so two runs, even from two Jupyter kernels, never share
 one), connects, and names the port and a fresh token in its header. The supervisor opens the port
-in the guest, writes the token, and sends its frames once the host has answered (protocol.py).
+in the guest, writes the token, and, once the host has answered, confirms and sends its frames
+there (protocol.py).
 The port is a stream with no end of its own: the run's frames end with EXIT, and the port is
 free again when the run lets go of the lock.
 """
@@ -52,24 +53,40 @@ class DataChannel:
         return None
 
     def wait(self, ssh_stdout: BinaryIO) -> BinaryIO | None:
-        """The port's stream once the supervisor has said the run's token on it, or None if ssh's
-        stdout speaks first (the supervisor could not open the port, or the run ended before it began)."""
-        said, token_line = b"\n", b"\n" + self.token.encode() + b"\n"
-        while token_line not in said:  # what came before it on the port was not this run's
-            ready, _, _ = select.select([self._sock, ssh_stdout], [], [])
-            if ssh_stdout in ready:
-                return None
-            data = self._sock.recv(4096)
-            if not data:
-                return None
-            said = (said + data)[-4096:]
-        # The supervisor sends nothing more until it has the answer.
+        """The port's stream once the supervisor has confirmed it (after its token and our answer), or
+        None if ssh's stdout speaks first: the supervisor could not open the port, did not hear our
+        answer in time, or the run ended before it began."""
+        # What came before the token on the port was not this run's.
+        if not self._read_through(b"\n" + self.token.encode() + b"\n", ssh_stdout):
+            return None
         try:
             self._sock.sendall(protocol.channel_ack(self.token))
         except OSError:
             return None
-        self._stream = self._sock.makefile("rb")
+        if not self._read_through(b"\n" + protocol.channel_open(self.token), ssh_stdout):
+            return None
+        self._stream = self._sock.makefile("rb")  # the supervisor's frames follow the confirmation
         return self._stream
+
+    def _read_through(self, marker: bytes, ssh_stdout: BinaryIO) -> bool:
+        """Take what the port says up to and including `marker`, and nothing after it (the stream
+        starts there); False if ssh's stdout speaks first or the port closes. `marker` begins with the
+        newline that ends the line before it, which the last call took."""
+        seen = b"\n"  # the tail of what was taken, for a marker split across two reads
+        while True:
+            ready, _, _ = select.select([self._sock, ssh_stdout], [], [])
+            if ssh_stdout in ready:
+                return False
+            ahead = self._sock.recv(4096, socket.MSG_PEEK)
+            if not ahead:
+                return False
+            window = seen + ahead
+            at = window.find(marker)
+            if at >= 0:
+                self._sock.recv(at + len(marker) - len(seen))
+                return True
+            self._sock.recv(len(ahead))
+            seen = window[-len(marker):]
 
     def cut(self) -> None:
         """End the port's stream for the reader (when ssh is gone and the guest says nothing more)."""

@@ -22,10 +22,12 @@ different channels).
 
 The frames travel over ssh (the supervisor's stdout), or, when the header names a data channel,
 over that serial port of the VM, which the host holds open for the run: the supervisor writes the
-channel's token and a newline, the host answers `channel_ack(token)`, and every frame then goes
-that way, ending with EXIT (ssh still carries the header, the control lines and the link's life).
-The program writes its records to that port itself, in whole frames between the supervisor's.
-Without the answer the frames stay on stdout.
+channel's token and a newline, the host answers `channel_ack(token)`, the supervisor confirms with
+`channel_open(token)`, and every frame then goes that way, ending with EXIT (ssh still carries the
+header, the control lines and the link's life). The program writes its records to that port
+itself, in whole frames between the supervisor's. A supervisor that does not hear the answer in
+time confirms nothing and keeps the frames on stdout; the host reads the port only once it has the
+confirmation, and stdout if that speaks first.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 
-VERSION = 4
+VERSION = 5
 
 OUT, ERR, RECORDS, STRUCTS, RAW_STRUCTS, CONTROL = b"o", b"e", b"r", b"s", b"b", b"c"
 
@@ -102,6 +104,11 @@ class DataChannel:
 def channel_ack(token: str) -> bytes:
     """The host's answer on a data channel to the run's token: the port is this run's now."""
     return f"ok {token}\n".encode()
+
+
+def channel_open(token: str) -> bytes:
+    """The supervisor's confirmation on a data channel, once it heard the answer: its frames follow on the port."""
+    return f"open {token}\n".encode()
 
 
 @dataclass

@@ -49,12 +49,13 @@ def test_a_run_leases_a_free_port_and_hears_its_token(tmp_path):
     assert DataChannel.lease(route) is None  # all taken: that run uses ssh
     guest = ports[0].connected()
     # Whatever an earlier run left on the port comes before this run's token and is not this run's.
+    # The supervisor's first frame follows its confirmation at once: the stream starts right there.
     guest.sendall(b"o stale\n" + first.token.encode() + b"\n")
+    guest.sendall(protocol.channel_open(first.token) + b"o a frame\n")
     ssh_stdout, w = silent_ssh()
     stream = first.wait(ssh_stdout)
     assert stream is not None
     assert guest.recv(100) == protocol.channel_ack(first.token)
-    guest.sendall(b"o a frame\n")
     assert stream.readline() == b"o a frame\n"
     first.close()
     os.close(w)
@@ -71,6 +72,20 @@ def test_ssh_speaking_first_means_no_channel(tmp_path):
     ssh_stdout, w = silent_ssh()
     os.write(w, b"c {}\n")
     assert channel.wait(ssh_stdout) is None
+    channel.close()
+    os.close(w)
+    ssh_stdout.close()
+
+
+def test_a_supervisor_that_missed_the_answer_keeps_to_ssh_and_so_does_the_host(tmp_path):
+    route, ports = route_of(tmp_path, 1)
+    channel = DataChannel.lease(route)
+    guest = ports[0].connected()
+    guest.sendall(channel.token.encode() + b"\n")  # the token, but no confirmation after the answer
+    ssh_stdout, w = silent_ssh()
+    threading.Timer(0.5, lambda: os.write(w, b"c {}\n")).start()  # its frames go over ssh instead
+    assert channel.wait(ssh_stdout) is None
+    assert guest.recv(100) == protocol.channel_ack(channel.token)
     channel.close()
     os.close(w)
     ssh_stdout.close()

@@ -520,6 +520,7 @@ def test_a_raw_structs_frame_with_a_bad_length_ends_the_stream():
 
 def test_the_supervisor_keeps_ssh_without_the_port_or_the_hosts_answer(guest, tmp_path):
     import pty
+    import tty
 
     import supervisor
     where = protocol.DataChannel("ebpf-lab.data1", "0" * 32)
@@ -536,8 +537,14 @@ def test_the_supervisor_keeps_ssh_without_the_port_or_the_hosts_answer(guest, tm
     # The host's answer, after one meant for an earlier run.
     import time
     host_end, device = pty.openpty()
+    tty.setraw(device)  # no echo, newlines as they are: a port passes bytes through
     os.write(host_end, protocol.channel_ack("1" * 32) + protocol.channel_ack("0" * 32))
     assert supervisor._answered(device, "0" * 32, deadline=time.monotonic() + 5)
+    said = b""
+    while not said.endswith(b"\n" + protocol.channel_open("0" * 32)) and select.select([host_end], [], [], 5)[0]:
+        said += os.read(host_end, 100)
+    # The token, then, after the answer, the confirmation: the host reads the port from now on.
+    assert said == b"0" * 32 + b"\n" + protocol.channel_open("0" * 32)
     os.close(host_end)
     os.close(device)
 

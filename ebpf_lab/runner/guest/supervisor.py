@@ -608,7 +608,8 @@ def port_device(name, ports="/sys/class/virtio-ports"):
 
 
 def _answered(fd, token, deadline):
-    """Say the token on the port once the host holds it, and wait for the host's answer."""
+    """Say the token on the port once the host holds it, wait for the host's answer, and confirm it:
+    from the confirmation on, the host reads the port; without it (no answer in time), ssh."""
     poll = select.poll()
     poll.register(fd, select.POLLIN)
     while any(revents & select.POLLHUP for _, revents in poll.poll(0)):  # the host end is not connected yet
@@ -631,6 +632,10 @@ def _answered(fd, token, deadline):
         except OSError:
             return False
         said = (said + data)[-4096:]
+    try:
+        os.write(fd, protocol.channel_open(token))
+    except OSError:
+        return False
     return True
 
 
