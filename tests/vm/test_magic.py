@@ -79,6 +79,15 @@ def stop_when(shell, predicate) -> dict:
     return watch_run(shell, predicate, lambda run: run.stop())
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt, as in a Jupyter kernel: a suite started in the background of a
+    shell without job control inherits SIGINT ignored, and the stop button would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_when(shell, predicate, times=1) -> dict:
     """Press the stop button (SIGINT to this process, as Jupyter sends) `times` times once `predicate(run)` holds."""
     def press(run):
@@ -115,7 +124,7 @@ def test_timeout_counts_after_the_compile(shell, lab, clean_kernel, capsys):
     assert out.count("Hello, World!") >= 2 and "[stopped after --timeout 10 s of running]" in out
 
 
-def test_interrupting_the_cell_stops_the_program(shell, lab, clean_kernel):
+def test_interrupting_the_cell_stops_the_program(shell, lab, clean_kernel, sigint_raises):
     seen = interrupt_when(shell, lambda r: r.has_event(protocol.ATTACHED))
     try:
         shell.run_cell_magic("bcc", "", HELLO)
@@ -128,7 +137,7 @@ def test_interrupting_the_cell_stops_the_program(shell, lab, clean_kernel):
         "interrupted: the program was stopped in the VM and its BPF programs unloaded"]
 
 
-def test_ctrl_c_twice_still_unloads_everything(shell, lab, clean_kernel):
+def test_ctrl_c_twice_still_unloads_everything(shell, lab, clean_kernel, sigint_raises):
     source = HELLO.replace("b.trace_print()", "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                               "time.sleep(600)\n")
     seen = interrupt_when(shell, lambda r: r.has_event(protocol.ATTACHED), times=3)
