@@ -81,11 +81,17 @@ def test_a_supervisor_that_missed_the_answer_keeps_to_ssh_and_so_does_the_host(t
     route, ports = route_of(tmp_path, 1)
     channel = DataChannel.lease(route)
     guest = ports[0].connected()
-    guest.sendall(channel.token.encode() + b"\n")  # the token, but no confirmation after the answer
+    guest.sendall(channel.token.encode() + b"\n")
     ssh_stdout, w = silent_ssh()
-    threading.Timer(0.5, lambda: os.write(w, b"c {}\n")).start()  # its frames go over ssh instead
+    answers = []
+
+    def supervisor_gave_up():
+        answers.append(guest.recv(100))  # the host answered, too late: no confirmation follows
+        os.write(w, b"c {}\n")  # the frames go over ssh instead
+
+    threading.Thread(target=supervisor_gave_up, daemon=True).start()
     assert channel.wait(ssh_stdout) is None
-    assert guest.recv(100) == protocol.channel_ack(channel.token)
+    assert answers == [protocol.channel_ack(channel.token)]
     channel.close()
     os.close(w)
     ssh_stdout.close()
