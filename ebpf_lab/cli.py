@@ -28,9 +28,6 @@ def _vm(args: argparse.Namespace) -> int:
     elif args.action == "down":
         print("lab VM stopped" if backend.down() else "lab VM was not running")
     elif args.action == "status":
-        if backend.name == "embedded":
-            built = image.find_image()
-            print(f"image:   {built.dir if built else 'not built (run: ebpf-lab vm build)'}")
         print(f"vm:      {backend.name}, {backend.status()}")
         return 0 if backend.answers() else 3
     elif args.action == "ssh":
@@ -77,13 +74,11 @@ def _seconds(text: str) -> float:
 
 
 def _course(args: argparse.Namespace) -> int:
-    from .vm import image
     from .vm.backend import select_backend
 
     # A running Vagrant machine of this repo (or EBPF_LAB_TARGET) is used as it is; else the embedded VM.
     backend = select_backend()
-    if backend.name == "embedded":
-        image.build_image()
+    backend.prepare()
     backend.up()
     print(f"lab VM: {backend.describe()}")
     if importlib.util.find_spec("jupyterlab") is None:

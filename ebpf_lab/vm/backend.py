@@ -22,6 +22,9 @@ from .vagrant import VagrantVM
 class Backend(Protocol):
     name: str
 
+    def prepare(self, log: Callable[[str], None] = print) -> None:
+        """Make, once, what `up` needs and takes long to make (the embedded VM builds its image)."""
+
     def up(self, log: Callable[[str], None] = print) -> None:
         """Start the machine if it is not running (and wait until ssh answers)."""
 

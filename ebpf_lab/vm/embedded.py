@@ -18,7 +18,7 @@ from ..errors import PortInUse, QemuMissing, VMBootFailed, VMBusy, VMNotRunning
 from ..paths import cache_dir, runtime_dir
 from ..transport.target import DataChannelRoute, SshTarget
 from . import accel as accel_mod
-from .image import Image, find_image, require_image
+from .image import Image, build_image, find_image, require_image
 from .keys import ensure_key, identity_file, public_key_blob
 
 QEMU = "qemu-system-x86_64"
@@ -363,6 +363,9 @@ class EmbeddedVM:
 
     name = "embedded"
 
+    def prepare(self, log: Callable[[str], None] = print) -> None:
+        build_image(log=log)
+
     def up(self, log: Callable[[str], None] = print) -> None:
         up(log)
 
@@ -376,6 +379,8 @@ class EmbeddedVM:
     def status(self) -> str:
         st = state()
         if st is None:
+            if find_image() is None:
+                return "not running, and its image is not built (run: ebpf-lab vm build, then: ebpf-lab vm up)"
             return "not running (start it with: ebpf-lab vm up)"
         line = f"running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})"
         built = find_image()

@@ -23,6 +23,9 @@ class SshHost:
         self.url = url
         self._target = parse_ssh_url(url)
 
+    def prepare(self, log: Callable[[str], None] = print) -> None:
+        """Nothing to make: the machine is the user's."""
+
     def up(self, log: Callable[[str], None] = print) -> None:
         """Nothing to start: the machine is the user's."""
 

@@ -45,6 +45,9 @@ class VagrantVM:
             raise LabError("vagrant is not installed", "install Vagrant, or use the embedded VM: EBPF_LAB_TARGET=embedded")
         subprocess.run(["vagrant", *args], cwd=repo_dir(), check=True)
 
+    def prepare(self, log: Callable[[str], None] = print) -> None:
+        """Nothing to make ahead: `vagrant up` fetches the box and provisions it."""
+
     def up(self, log: Callable[[str], None] = print) -> None:
         if not self.running():
             self._vagrant("up")

@@ -42,7 +42,7 @@ def test_every_registered_backend_has_the_whole_interface():
     for name, make in backend.BACKENDS.items():
         b = make()
         assert b.name == name
-        for method in ("up", "down", "answers", "status", "describe", "target"):
+        for method in ("prepare", "up", "down", "answers", "status", "describe", "target"):
             assert callable(getattr(b, method)), (name, method)
 
 

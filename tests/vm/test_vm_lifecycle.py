@@ -50,6 +50,17 @@ def test_up_status_ssh_down(own_cache):
     assert after.returncode == 3 and "not running (start it with: ebpf-lab vm up)" in after.stdout
 
 
+def test_course_makes_the_embedded_vm_ready_before_jupyter_starts(own_cache):
+    """`ebpf-lab course` (./lab.sh course) from a stopped VM: the backend's prepare() finds the image
+    (building it if it were missing), up() boots it, and only then does Jupyter run."""
+    before = cli("vm", "status", env=own_cache)
+    assert before.returncode == 3, before.stdout
+    course = cli("course", "--version", env=own_cache)
+    assert course.returncode == 0, course.stderr
+    assert "image up to date" in course.stdout and "lab VM: the embedded VM, running" in course.stdout, course.stdout
+    assert cli("vm", "status", env=own_cache).returncode == 0
+
+
 def test_two_vm_ups_at_once_start_one_vm(own_cache):
     ups = [subprocess.Popen([sys.executable, "-m", "ebpf_lab", "vm", "up"], env={**os.environ, **own_cache},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
