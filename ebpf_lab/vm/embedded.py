@@ -377,13 +377,12 @@ class EmbeddedVM:
         return st is not None and answers_ssh(st)
 
     def status(self) -> str:
-        st = state()
+        st, built = state(), find_image()
         if st is None:
-            if find_image() is None:
+            if built is None:
                 return "not running, and its image is not built (run: ebpf-lab vm build, then: ebpf-lab vm up)"
             return "not running (start it with: ebpf-lab vm up)"
         line = f"running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})"
-        built = find_image()
         if not built or st.image.dir != built.dir:
             line += "\n         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up"
         status = run_state(st)
