@@ -6,7 +6,7 @@
 #   ./lab.sh test-vagrant  the learner's `vagrant up` on a locally built box (libvirt), then the runner
 #                          tests and chapters against it; destroys the VM and stops what it started
 # Everything it downloads is cached: apt packages once, the venv in .venv, the VM image under
-# ~/.cache/ebpf-lab (rebuilt only when provision/lab-provision.sh or the recipe changes).
+# ~/.cache/ebpf-lab (rebuilt when provision/ or the recipe changes, or when Debian's archive moves on).
 set -euo pipefail
 cd "$(dirname "$0")"
 

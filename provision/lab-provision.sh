@@ -10,6 +10,9 @@
 #                               (ebpf_lab/vm/image.py runs it through mmdebstrap):
 #                               also installs the minimal PID 1 the embedded VM boots with
 #                               (lab-init.py, beside this script).
+#   lab-provision.sh --image-packages
+#                               prints what --image installs, one name a line: the image builder asks
+#                               Debian's archive for their versions, which are part of its cache key.
 #
 # Both modes create the same lab users, so every chapter sees the same machine.
 # The image builder hashes this folder: any change here rebuilds the embedded image.
@@ -29,6 +32,7 @@ LAB_USERS=("alice:1001" "bob:1002")
 case "${1:-}" in
   --image) mode=image ;;
   --kernel) mode=kernel ;;
+  --image-packages) printf '%s\n' "${LAB_PACKAGES[@]}" "${IMAGE_KERNEL_PACKAGES[@]}"; exit 0 ;;
   *) mode=machine ;;
 esac
 export DEBIAN_FRONTEND=noninteractive

@@ -381,10 +381,10 @@ class EmbeddedVM:
         if st is None:
             if built is None:
                 return "not running, and its image is not built (run: ebpf-lab vm build, then: ebpf-lab vm up)"
-            return "not running (start it with: ebpf-lab vm up)"
-        line = f"running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})"
+            return f"not running (start it with: ebpf-lab vm up)\n         image: {built.describe()}"
+        line = f"running (pid {st.pid}, {st.accel}, ssh on 127.0.0.1:{st.port})\n         image: {st.image.describe()}"
         if not built or st.image.dir != built.dir:
-            line += "\n         from an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up"
+            line += "\n         an outdated image: restart it with: ebpf-lab vm down && ebpf-lab vm up"
         status = run_state(st)
         if status != "running" or not answers_ssh(st):
             line += f"\n         not answering: {_diagnosis(st, status, answering=False)}"

@@ -48,13 +48,13 @@ def test_image_key_follows_the_provisioning_files(tmp_path, monkeypatch):
     script.write_text("echo one\n")
     init.write_text("print('init')\n")
     monkeypatch.setattr(image, "provision_dir", lambda: tmp_path)
-    first = image.image_key()
-    assert image.image_key() == first
+    first = image.recipe_key()
+    assert image.recipe_key() == first
     script.write_text("echo two\n")
-    second = image.image_key()
+    second = image.recipe_key()
     assert second != first
     init.write_text("print('another init')\n")
-    assert image.image_key() != second
+    assert image.recipe_key() != second
 
 
 def test_accel_override_and_missing_kvm(monkeypatch, tmp_path):

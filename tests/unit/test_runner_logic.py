@@ -375,14 +375,16 @@ def test_image_builds_leave_no_debris_and_spare_the_running_image(tmp_path, monk
 
 def test_an_interrupted_build_removes_its_work_dir(tmp_path, monkeypatch):
     from ebpf_lab.vm import image
+    from ebpf_lab.vm.archive import Resolution
 
     monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path))
     monkeypatch.setattr(image.shutil, "which", lambda name: "/usr/bin/" + name)
 
-    def interrupted(key, work, final, log):
+    def interrupted(key, today, work, final, log):
         (work / "lab.img").write_bytes(b"\0" * 1000)
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(image, "archive_today", lambda: Resolution({"linux-image-6.1.0-57-cloud-amd64": "1"}))
     monkeypatch.setattr(image, "_build", interrupted)
     with pytest.raises(KeyboardInterrupt):
         image.build_image(log=lambda *_: None)

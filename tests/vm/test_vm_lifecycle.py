@@ -35,6 +35,8 @@ def test_up_status_ssh_down(own_cache):
     assert "lab VM up in" in up.stdout
     status = cli("vm", "status", env=own_cache)
     assert status.returncode == 0 and "running" in status.stdout
+    uname_r = embedded.require_running().image.meta["kernel"]
+    assert f"image: kernel {uname_r}, built 20" in status.stdout, status.stdout
     assert cli("vm", "up", env=own_cache).returncode == 0  # idempotent: the same VM
     uname = cli("vm", "ssh", "uname", "-r", env=own_cache)
     assert uname.stdout.strip().endswith("cloud-amd64"), uname.stderr
@@ -59,6 +61,21 @@ def test_course_makes_the_embedded_vm_ready_before_jupyter_starts(own_cache):
     assert course.returncode == 0, course.stderr
     assert "image up to date" in course.stdout and "lab VM: the embedded VM, running" in course.stdout, course.stdout
     assert cli("vm", "status", env=own_cache).returncode == 0
+
+
+def test_the_image_is_made_of_what_debians_archive_resolves_today(lab):
+    """`vm build` ran before the tests: its key covers today's archive, so the VM runs the kernel the archive
+    offers today (a new ABI in the archive would have rebuilt the image), and the lookup is cheap."""
+    from ebpf_lab.vm import image
+
+    if lab.target.kind != "embedded":
+        pytest.skip("the embedded VM's image only")
+    today = image.archive_today()
+    running = lab.sh("uname -r").strip()
+    assert today.kernels == [f"linux-image-{running}"], (today.kernels, running)
+    assert embedded.require_running().image.dir.name == f"{image.recipe_key()}-{today.digest()}"
+    for package in ("python3-bpfcc", "bpftool", "clang", "libbpf-dev"):
+        assert lab.sh(f"dpkg-query -W -f='${{Version}}' {package}") == today.versions[package]
 
 
 def test_two_vm_ups_at_once_start_one_vm(own_cache):
