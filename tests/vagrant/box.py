@@ -8,7 +8,9 @@ disk: GPT, an EFI system partition holding a standalone GRUB that boots /vmlinuz
 moves to the newest kernel it installs) and an ext4 root, booted by OVMF. No loop devices: sfdisk
 on a file, `mkfs.ext4 -E offset= -d`, the ESP written with mtools.
 
-Cached under ~/.cache/ebpf-lab/boxes/<key>; the key hashes this file and the apt sources.
+Cached under ~/.cache/ebpf-lab/boxes/<key>; the key hashes this file, the apt sources and what Debian's
+archive resolves today for the box's packages and kernels (as the embedded image's key does), so a new
+kernel ABI in the archive rebuilds the box the day it appears.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ebpf_lab.paths import cache_dir
+from ebpf_lab.vm.archive import Resolution, resolve
 from ebpf_lab.vm.image import apt_sources, remove_tree
 
 SUITE = "bookworm"
@@ -38,11 +41,13 @@ PACKAGES = ["systemd-sysv", "udev", "dbus", "ifupdown", "isc-dhcp-client", "ipro
 # Vagrant's well-known key pair: boxes carry the public half, Vagrant logs in with the private one.
 VAGRANT_KEYS = Path("/usr/share/rubygems-integration/all/gems")
 
+# The kernels an aged box can be given: every ABI the archive names.
+KERNEL_ABIS = r"^linux-image-[0-9.]+-[0-9]+-amd64$"
 # Runs in mmdebstrap's customize phase ($1 = the root). Picks the archive's oldest kernel ABI (an
 # "aged" box) and hides its headers, after checking a newer kernel exists for the fallback to take.
 AGED_KERNEL_HOOK = r"""
 set -e
-old=$(chroot "$1" apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64$' | cut -d' ' -f1 | sort -V | head -n1)
+old=$(chroot "$1" apt-cache search --names-only "$KERNEL_ABIS" | cut -d' ' -f1 | sort -V | head -n1)
 new=$(chroot "$1" apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2}')
 if [ -z "$old" ] || [ "$old" = "$new" ]; then
   echo "box: the archive has one kernel ABI only ($new); an aged box cannot be made today" >&2; exit 1
@@ -70,10 +75,20 @@ end
 """
 
 
-def box_key() -> str:
+def archive_today() -> Resolution:
+    """The box's packages, the current kernel the provisioning moves to, and the ABIs it picks from."""
+    return resolve([*PACKAGES, "linux-image-amd64"], apt_sources(), "amd64", also_named=KERNEL_ABIS)
+
+
+def recipe_key() -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(json.dumps([SUITE, apt_sources()]).encode())
     return h.hexdigest()[:16]
+
+
+def built_box() -> Path:
+    """The directory of the box built last (only one is kept)."""
+    return next(d for d in boxes_dir().glob(f"{recipe_key()}-*") if (d / "box.box").exists())
 
 
 def boxes_dir() -> Path:
@@ -81,26 +96,37 @@ def boxes_dir() -> Path:
 
 
 def build_box(log: Callable[[str], None] = print) -> Path:
-    """The box file for this recipe, built unless cached; older builds are removed."""
-    final = boxes_dir() / box_key()
+    """The box file for this recipe and today's archive, built unless cached; older builds are removed."""
+    today = archive_today()
+    final = boxes_dir() / f"{recipe_key()}-{today.digest()}"
     boxes_dir().mkdir(parents=True, exist_ok=True)
     with open(boxes_dir() / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / "box.box").exists():
             log(f"box up to date: {final}")
             return final / "box.box"
+        log(_why_build(today))
         for stale in boxes_dir().iterdir():
             if stale.name != ".build.lock":
                 remove_tree(stale)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes_dir()))
         try:
             _build(work, log)
+            (work / "archive.json").write_text(json.dumps(dict(today.versions), indent=1))
             work.rename(final)
         except BaseException:
             remove_tree(work)
             raise
     log(f"box ready: {final / 'box.box'}")
     return final / "box.box"
+
+
+def _why_build(today: Resolution) -> str:
+    for older in boxes_dir().glob(f"{recipe_key()}-*/archive.json"):
+        return f"rebuilding the box: Debian's archive moved on: {today.changes_since(json.loads(older.read_text()))}"
+    if any(not d.name.startswith(".") for d in boxes_dir().iterdir()):
+        return "rebuilding the box: its recipe changed"
+    return "building the box (none built yet)"
 
 
 def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -137,7 +163,7 @@ chroot "$1" apt-get clean
     cmd.append(f"--customize-hook={sys.executable} {Path(__file__).resolve()} --make-disk {work} {root_uuid}"
                f"; status=$?; umount {tree}; exit $status")
     log("building the Vagrant test box with mmdebstrap")
-    env = dict(os.environ, OUT=str(work), TMPDIR=str(work), PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = dict(os.environ, OUT=str(work), TMPDIR=str(work), KERNEL_ABIS=KERNEL_ABIS, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     _run(*cmd, env=env, stdout=sys.stderr)
     raw = work / "disk.raw"
     _run("qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "box.img"))

@@ -10,11 +10,11 @@ from ebpf_lab.lab import connect
 
 from ..cli import cli
 
-from .box import box_key, boxes_dir
+from .box import built_box
 
 
 def test_one_vagrant_up_boots_the_current_kernel_it_installed():
-    box_kernel = (boxes_dir() / box_key() / "kernel-release").read_text().strip()
+    box_kernel = (built_box() / "kernel-release").read_text().strip()
     lab = connect("vagrant")
     running = lab.sh("uname -r").strip()
     assert running != box_kernel, "the VM still runs the box's kernel: the kernel step or the reboot did not happen"
