@@ -29,6 +29,7 @@ MAX_MEMORY_BYTES = 64 * 1024 * 1024   # lines + records kept in memory
 MAX_LOG_BYTES = 256 * 1024 * 1024
 MAX_EVENTS = 10_000
 MAX_FRAME = protocol.MAX_RECORD + 1024  # one readline; a longer frame arrives in pieces
+RECORD_OVERHEAD = 96  # a Record, its time and its slot in the deque
 # Once ssh has ended, how long the data channel may still deliver what was in flight: a guest that
 # hangs keeps its connection open, and the run must end as it does when ssh's keepalive gives up.
 CHANNEL_DRAIN_SECONDS = 30
@@ -40,7 +41,7 @@ class Line:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     name: str
     payload: object
@@ -58,8 +59,12 @@ class Run:
 
     def __init__(self, proc: subprocess.Popen, source: str, log_path: Path, timeout: float | None = None,
                  channel: DataChannel | None = None, max_lines: int = MAX_LINES, max_records: int = MAX_RECORDS,
-                 max_memory_bytes: int = MAX_MEMORY_BYTES, max_log_bytes: int = MAX_LOG_BYTES) -> None:
+                 max_memory_bytes: int = MAX_MEMORY_BYTES, max_log_bytes: int = MAX_LOG_BYTES,
+                 key: str | None = None) -> None:
+        """`key`: the run's key (protocol.RunHeader.key); control events not signed with it are the
+        program's own writes and are ignored. Without one (tests of the stream alone) none is checked."""
         self.source = source
+        self._key = key
         self.timeout = timeout
         self.log_path = log_path
         self._kept_lines = _Kept(max_lines)
@@ -71,6 +76,7 @@ class Run:
         self.timed_out = False
         self.interrupted = False
         self.malformed_frames = 0
+        self.unsigned_controls = 0  # control events the runner did not sign (written by the program)
         self.callback_errors: list[str] = []
         self.log_truncated = False
         self.started_at = time.time()
@@ -201,7 +207,7 @@ class Run:
                 if raw is None:
                     continue  # a frame too long to keep
                 try:
-                    kind, value = protocol.decode_frame(raw)
+                    kind, value = protocol.decode_frame(raw, self._key)
                 except protocol.ProtocolError:
                     continue
                 if kind in (protocol.OUT, protocol.ERR):
@@ -294,6 +300,9 @@ class Run:
                 found.append(f"workload as {event.get('user')} stopped: {event['error']}")
         if self.malformed_frames:
             found.append(f"{self.malformed_frames} malformed frame(s) from the VM were skipped")
+        if self.unsigned_controls:
+            found.append(f"{self.unsigned_controls} control event(s) the runner did not sign were ignored (the "
+                         "program wrote them to the data channel itself)")
         if self.callback_errors:
             found.append(f"a live view or callback failed {len(self.callback_errors)} time(s): {self.callback_errors[0]}")
         if self.log_truncated:
@@ -329,7 +338,11 @@ class Run:
                         continue
                     self._write_log(raw)
                     try:
-                        kind, value = protocol.decode_frame(raw)
+                        kind, value = protocol.decode_frame(raw, self._key)
+                    except protocol.UnsignedControl:
+                        with self._lock:
+                            self.unsigned_controls += 1
+                        continue
                     except protocol.ProtocolError:
                         self._malformed()
                         continue
@@ -348,6 +361,12 @@ class Run:
                 err = self._proc.stderr.read(64 * 1024).decode(errors="replace").strip()
                 self._stderr.extend(err.splitlines())
                 self.status = self._proc.returncode
+        except protocol.ProtocolError as e:
+            # A stream that cannot be followed any more (a raw structs frame of a bad length): the frames
+            # after it cannot be found. The program wrote to the data channel what the runner never would.
+            self._stderr.append(f"ebpf-lab: the VM sent what the host cannot read ({e}); the run was stopped")
+            self._proc.kill()
+            self.status = self._proc.wait()
         except BaseException as e:  # noqa: BLE001 -- the reader must never leave the program running unseen
             self._stderr.append(f"ebpf-lab: the run's reader failed: {e!r}")
             self._proc.kill()  # the supervisor sees EOF and stops the program
@@ -392,7 +411,9 @@ class Run:
     def _on_records(self, name: str, payloads: list, size: int) -> None:
         now = time.time()
         records = [Record(name, payload, now) for payload in payloads]
-        each = max(1, size // max(1, len(records)))
+        # What the records hold in memory, not their size on the wire: a few bytes of a crafted frame
+        # can decode to much more (protocol.MAX_DECODED_BYTES bounds one frame).
+        each = max(1, size, protocol.memory_of(payloads)) // max(1, len(records)) + RECORD_OVERHEAD
         self._keep(self._kept_records, records, each, self._subs["record"], self._subs["records"])
 
     def _keep(self, kept: "_Kept", items: list, size: int, subscribers: list[Callable],
@@ -465,10 +486,10 @@ class _Kept:
 def _describe_limits(event: dict) -> list[str]:
     said = []
     if event.get("memory"):
-        said.append(f"the run used all the memory it may use in the VM ({event['memory_max'] // 2**20} MiB) and "
-                    "the kernel killed it: look for a map, list or buffer that grows without end")
+        said.append(f"the run used all the memory it may use in the VM ({event.get('memory_max', 0) // 2**20} MiB) "
+                    "and the kernel killed it: look for a map, list or buffer that grows without end")
     if event.get("pids"):
-        said.append(f"the run reached its limit of {event['pids_max']} processes: {event['pids']} fork(s) "
+        said.append(f"the run reached its limit of {event.get('pids_max')} processes: {event['pids']} fork(s) "
                     "were refused; look for a loop that starts processes")
     return said
 

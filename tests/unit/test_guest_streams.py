@@ -178,8 +178,9 @@ def test_ctypes_payloads_become_json(guest):
 
 
 def run_pump(pump_module, program, on_sync=None, seen=None) -> list[bytes]:
-    """Run `program(out_fd, err_fd, sock)` in a thread against a real Pump; the frames it forwarded.
-    With `seen`, what the pump did is also logged there: ("forward", data), ("note", frame)."""
+    """Run `program(out_fd, err_fd, sock)` in a thread against a real Pump; the frames it forwarded (notes
+    passed on as they came, as the supervisor passes them on signed). With `seen`, what the pump did is
+    also logged there: ("forward", data), ("note", frame)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -188,7 +189,12 @@ def run_pump(pump_module, program, on_sync=None, seen=None) -> list[bytes]:
     def forward(data, output):
         forwarded.append(data)
         log.append(("forward", data))
-    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, forward, lambda note: log.append(("note", note)), on_sync)
+
+    def on_note(note):
+        log.append(("note", note))
+        if note != protocol.SYNC:
+            forwarded.append(note + b"\n")
+    pump = pump_module.Pump(out_r, err_r, mine, 1 << 20, forward, on_note, on_sync)
 
     def body():
         program(out_w, err_w, theirs)

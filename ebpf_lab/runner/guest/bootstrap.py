@@ -19,6 +19,7 @@ import fcntl
 import json
 import linecache
 import os
+import re
 import select
 import socket
 import sys
@@ -475,7 +476,8 @@ def _frames(run, raw_structs, frame_bytes):
                 yield [protocol.records_frame(name, "[" + ",".join(values[start:end]) + "]")]
                 start, size = end, 0
     else:
-        step = max(1, (frame_bytes - len(how) - len(name)) // max(1, run.size)) * run.size
+        per_frame = min(protocol.MAX_STRUCTS_PER_FRAME, max(1, (frame_bytes - len(how) - len(name)) // max(1, run.size)))
+        step = per_frame * run.size
         for i in range(0, len(values), step):
             chunk = values[i:i + step]
             if raw_structs:
@@ -538,6 +540,47 @@ def _instrument_bcc():
 
     bcc.BPF.load_func = load_func
     bcc.BPF.trace_print = _trace_print
+    bcc.BPF.trace_readline = _lines_of_this_run(bcc.BPF.trace_readline)
+
+
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_TRACE_TIME = re.compile(rb"\s(\d+\.\d+):\s")
+_started_at_trace_time = None  # the kernel's trace clock when this program started
+
+
+def trace_clock_now():
+    """The trace clock's time now (per_cpu/cpuN/stats says it as "now ts"), or None without tracefs."""
+    for root in TRACEFS:
+        try:
+            with open(os.path.join(root, "per_cpu", "cpu0", "stats"), "rb") as f:
+                found = re.search(rb"^now ts: (\d+\.\d+)", f.read(), re.M)
+        except OSError:
+            continue
+        if found:
+            return float(found.group(1))
+    return None
+
+
+def _lines_of_this_run(readline):
+    """bcc's trace_readline, skipping lines older than this program: the kernel's trace buffer is one for
+    the whole machine, and an earlier program may have left lines in it that nobody read (they would be
+    printed as this program's). Once per program, stderr says how many were skipped."""
+    skipped = 0
+
+    def trace_readline(self, nonblocking=False):
+        nonlocal skipped
+        while True:
+            line = readline(self, nonblocking)
+            stamp = _TRACE_TIME.search(line[:80]) if line else None
+            if stamp is None or _started_at_trace_time is None or float(stamp.group(1)) >= _started_at_trace_time:
+                if skipped:
+                    print(f"ebpf-lab: skipped {skipped} trace line(s) an earlier program left in the kernel's "
+                          "trace buffer", file=sys.stderr, flush=True)
+                    skipped = -1
+                return line
+            if skipped >= 0:
+                skipped += 1
+    return trace_readline
 
 
 def _trace_print(self, fmt=None):
@@ -576,7 +619,8 @@ def _report_exception(exc, filename):
 
 def run(path, filename, argv, emit_fd, port=None):
     """Run the program at `path` as __main__ and exit the process with its status; `port`: see Channel."""
-    global _channel
+    global _channel, _started_at_trace_time
+    _started_at_trace_time = trace_clock_now()
     _channel = Channel(socket.socket(fileno=emit_fd), port)
     with open(path) as f:
         source = f.read()

@@ -49,7 +49,8 @@ class Pump:
     """Reads the program's channels until all are closed.
 
     `forward(data, output)` gets frames in order (`output`: program output or records, which may
-    start the run's clock); `on_note(frame)` sees each control frame and SYNC the program sent.
+    start the run's clock); `on_note(frame)` gets each control frame and SYNC the program sent, once
+    everything written before it is forwarded, and forwards what of it should reach the host.
     When the program writes its records to the host itself, `on_sync()` returns once what was
     forwarded is with the host, and every acknowledgement waits for it (see protocol.SYNC).
     """
@@ -118,15 +119,14 @@ class Pump:
                 self._on_note(message)
                 self._acknowledge()
                 continue
-            control = message.startswith(protocol.CONTROL + b" ")
-            if control:
-                # What the program wrote before this note is in the pipes now: it goes first.
-                for fd in list(self._pipes):
-                    self._read_pipe(fd, until_empty=True)
-            self._forward(message if message.endswith(b"\n") else message + b"\n", not control)
-            if control:
-                self._on_note(message.rstrip(b"\n"))
-                self._acknowledge()
+            if not message.startswith(protocol.CONTROL + b" "):
+                self._forward(message if message.endswith(b"\n") else message + b"\n", True)
+                continue
+            # What the program wrote before this note is in the pipes now: it goes first.
+            for fd in list(self._pipes):
+                self._read_pipe(fd, until_empty=True)
+            self._on_note(message.rstrip(b"\n"))
+            self._acknowledge()
 
     def _acknowledge(self):
         if self._on_sync is not None:

@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,8 +42,20 @@ WRITE_BYTES = 256 * 1024  # the outbox writes in pieces of this size, so that a 
 EMIT_MESSAGE_MAX = 2 * protocol.MAX_RECORD
 CHANNEL_SECONDS = 10  # to reach the host's data channel and hear its answer; ssh is the way if not
 PUMP_STALL_SECONDS = 30  # after the program's end, the pump may forward for as long as it makes progress
+# A zygote forks in milliseconds; one that has not answered in this time is stuck (stopped, or wedged by a
+# program in the VM), and the run starts in a fresh interpreter instead.
+ZYGOTE_SECONDS = 10
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 TICK = 0.1
+# The notes a program may send (bootstrap.py sends them), with the fields passed on to the host.
+PROGRAM_NOTES = {
+    protocol.COMPILING: ("text",),
+    protocol.COMPILED: ("seconds", "ok"),
+    protocol.ATTACHING: ("how",),
+    protocol.ATTACHED: ("how",),
+    protocol.LOADED: ("name",),
+    protocol.EXCEPTION: ("type", "message", "traceback"),
+}
 
 
 class Outbox:
@@ -52,8 +65,9 @@ class Outbox:
     memory stays bounded); control events never wait.
     """
 
-    def __init__(self, stream, on_host_gone, lock=contextlib.nullcontext):
+    def __init__(self, stream, on_host_gone, lock=contextlib.nullcontext, key=""):
         self._stream = stream
+        self._key = key  # signs control events: the host takes no unsigned one for the runner's
         self._lock = lock  # held while a batch is written (see SharedPort)
         self._on_host_gone = on_host_gone
         self._frames = collections.deque()
@@ -74,7 +88,7 @@ class Outbox:
 
     def control(self, kind, **fields):
         with self._cond:
-            self._put(protocol.control_frame(kind, **fields))
+            self._put(protocol.control_frame(kind, key=self._key, **fields))
 
     def _put(self, data):
         if not self.host_gone.is_set():
@@ -256,7 +270,7 @@ class Supervisor:
         self.header = header
         self.clock = RunClock(header.timeout, header.compile_timeout)
         self.outbox = Outbox(port.stream if port else stream, on_host_gone=lambda: self.stop_async(None),
-                             lock=port.locked if port else contextlib.nullcontext)
+                             lock=port.locked if port else contextlib.nullcontext, key=header.key)
         self.done = threading.Event()
         self.stopping = threading.Event()
         self.killed = False
@@ -298,18 +312,31 @@ class Supervisor:
         emit_theirs.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), EMIT_MESSAGE_MAX)
         spawn_args = (path, self.header.filename, self.header.argv, workdir, self.cgroup,
                       out_w, err_w, emit_theirs.fileno(), self.port and (self.port.fd, self.port.lock_path))
-        self.child = WarmChild.spawn(*spawn_args) or ColdChild.spawn(*spawn_args)
+        # The host's commands and the clocks count from now: a zygote that never answers is stopped like
+        # any program, and the run falls back to a fresh interpreter after ZYGOTE_SECONDS.
+        threading.Thread(target=self.read_host, daemon=True).start()
+        threading.Thread(target=self.watch_clock, daemon=True).start()
+        self.child = WarmChild.spawn(*spawn_args, cancelled=self.stopping.is_set)
+        if self.child is None and not self.stopping.is_set():
+            if self.cgroup:
+                cgroup.kill(self.cgroup)  # a child a stuck zygote forked after all
+            self.child = ColdChild.spawn(*spawn_args)
         for fd in (out_w, err_w):
             os.close(fd)
         emit_theirs.close()
+        if self.child is None:  # stopped before the program started
+            for fd in (out_r, err_r):
+                os.close(fd)
+            emit_mine.close()
+            self.done.set()
+            self.kill_all()  # a child the zygote forked as the stop came
+            return 128 + signal.SIGINT
         self.outbox.control(protocol.STARTED, pid=self.child.pid, warm=isinstance(self.child, WarmChild),
                             cgroup=self.cgroup is not None)
         pump = Pump(out_r, err_r, emit_mine, EMIT_MESSAGE_MAX, self.forward, self.note_control,
                     on_sync=self.outbox.drain if self.port else None)
         pumping = threading.Thread(target=pump.run, name="pump", daemon=True)
         pumping.start()
-        threading.Thread(target=self.read_host, daemon=True).start()
-        threading.Thread(target=self.watch_clock, daemon=True).start()
         for spec in self.header.workload:
             threading.Thread(target=self.run_workload, args=(spec,), daemon=True).start()
         status = self.child.wait()
@@ -355,14 +382,19 @@ class Supervisor:
         self.report_running(self.clock.on_output())
 
     def note_control(self, line):
+        """A note the program sent: passed on to the host checked and signed, and its effect on the clock.
+        A program may only say what a program does (compiling, attached, ...): an exit, a limit or a
+        timeout comes from the supervisor alone, and a note that is not a program's is dropped."""
         if line == protocol.SYNC:
             self.records_flow = True  # the program's records go to the host from here on: output
             self.note_output()
             return
         try:
-            kind = json.loads(line[2:]).get("kind")
-        except (ValueError, AttributeError):
-            return  # the host counts malformed frames
+            event = json.loads(line[2:])
+            kind = event["kind"]
+            fields = {name: event[name] for name in PROGRAM_NOTES[kind] if name in event}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return
         reason = None
         if kind == protocol.COMPILING:
             self.clock.on_compiling()
@@ -376,6 +408,7 @@ class Supervisor:
             self.clock.on_attaching()
         elif kind == protocol.ATTACHED:
             reason = self.clock.on_attached()
+        self.forward(protocol.control_frame(kind, key=self.header.key, **fields), False)
         self.report_running(reason)
 
     def report_running(self, reason):
@@ -420,7 +453,9 @@ class Supervisor:
     def read_host(self):
         for line in sys.stdin.buffer:
             command = line.strip().decode(errors="replace")
-            if command == protocol.INTERRUPT:
+            if command in (protocol.INTERRUPT, protocol.KILL) and self.child is None:
+                self.stopping.set()  # before the program started: it will not start
+            elif command == protocol.INTERRUPT:
                 self.signal_group(signal.SIGINT)
             elif command == protocol.KILL:
                 self.kill_all()
@@ -523,27 +558,54 @@ class WarmChild:
         self.replies, self.pid, self.lifeline = replies, pid, lifeline
 
     @classmethod
-    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, port):
+    def spawn(cls, path, filename, argv, cwd, cg, out_w, err_w, emit_fd, port, cancelled=lambda: False):
+        """The child, or None: no zygote, one that did not answer within ZYGOTE_SECONDS (it is killed and
+        the next run starts another), or `cancelled()` turned true while waiting for it."""
         conn = cls.connect()
         if conn is None:
             return None
         life_r, life_w = os.pipe()
         request = json.dumps({"path": path, "filename": filename, "argv": argv, "cwd": cwd, "cgroup": cg,
                               "port_lock": port and port[1]}).encode()
-        socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r] + ([port[0]] if port else []))
-        os.close(life_r)
-        # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
-        replies = conn.makefile("rb")
-        reply = replies.readline()
+        deadline = time.monotonic() + ZYGOTE_SECONDS
+        try:
+            conn.settimeout(ZYGOTE_SECONDS)
+            socket.send_fds(conn, [request], [out_w, err_w, emit_fd, life_r] + ([port[0]] if port else []))
+            while not select.select([conn], [], [], TICK)[0] and not cancelled():
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            # One buffered reader for both replies: a program that ends at once sends its status right behind its pid.
+            replies = conn.makefile("rb")
+            reply = b"" if cancelled() else replies.readline()
+        except OSError:  # TimeoutError included
+            cls.kill_zygote(conn)
+            reply = b""
+        finally:
+            os.close(life_r)
         if not reply:
             os.close(life_w)
+            conn.close()
             return None
+        conn.settimeout(None)  # the exit status comes when the program ends, however long it runs
         return cls(replies, json.loads(reply)["pid"], life_w)
+
+    @classmethod
+    def kill_zygote(cls, conn):
+        """A zygote that does not answer will not answer the next run either: end it (the peer of the
+        connection, SO_PEERCRED) and remove its socket, so that the next run starts a fresh one."""
+        try:
+            pid, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            os.unlink(cls.SOCKET)
 
     @classmethod
     def connect(cls):
         for attempt in range(2):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(ZYGOTE_SECONDS)
             try:
                 s.connect(cls.SOCKET)
                 return s
@@ -645,9 +707,13 @@ def main():
     try:
         header = protocol.RunHeader.decode(line)
     except (ValueError, TypeError) as e:
-        stream.write(protocol.control_frame(protocol.REFUSED, message=f"the lab VM's runner does not understand "
-                                            f"this host's request ({e})", fix="restart the lab VM"))
-        stream.write(protocol.control_frame(protocol.EXIT, status=2))
+        try:
+            key = str(json.loads(line).get("key", ""))
+        except (ValueError, AttributeError):
+            key = ""
+        stream.write(protocol.control_frame(protocol.REFUSED, key=key, message=f"the lab VM's runner does not "
+                                            f"understand this host's request ({e})", fix="restart the lab VM"))
+        stream.write(protocol.control_frame(protocol.EXIT, key=key, status=2))
         stream.flush()
         return
     os.makedirs("/run/ebpf-lab", exist_ok=True)

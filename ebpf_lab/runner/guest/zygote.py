@@ -21,6 +21,9 @@ import bootstrap  # noqa: E402
 import cgroup  # noqa: E402
 
 
+REQUEST_SECONDS = 5
+
+
 def serve(path):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
@@ -29,8 +32,20 @@ def serve(path):
     srv.listen(16)
     while True:
         conn, _ = srv.accept()
-        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 5)
-        request = json.loads(msg)
+        # Anyone root in the VM can connect: one that says nothing, or nonsense, must not stop the next run.
+        conn.settimeout(REQUEST_SECONDS)
+        fds = []
+        try:
+            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 5)
+            request = json.loads(msg)
+            if len(fds) not in (4, 5) or not isinstance(request, dict):
+                raise ValueError("not a request")
+        except (OSError, ValueError):
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            continue
+        conn.settimeout(None)
         pid = os.fork()
         if pid == 0:
             srv.close()
