@@ -16,7 +16,7 @@ from .paths import cache_dir
 from .runner import protocol
 from .runner.data_channel import DataChannel
 from .runner.follow import CompileProgress, LivePrinter, drain
-from .runner.run import Run
+from .runner.run import MAX_LOG_BYTES, Run
 from .runner.workload import Workload
 from .transport.ssh import SshTransport
 from .transport.target import SshTarget
@@ -24,7 +24,10 @@ from .vm.backend import select_backend
 
 GUEST_DIR = Path(__file__).parent / "runner" / "guest"
 PROTOCOL = Path(__file__).parent / "runner" / "protocol.py"
+GUEST_ROOT = "/run/ebpf-lab"
 KEEP_LOGS = 50
+# All run logs together stay under about this much (each is capped at runner.run.MAX_LOG_BYTES).
+MAX_LOGS_BYTES = 1024 * 2**20
 Workloads = Iterable["Workload | str"]
 
 
@@ -56,7 +59,7 @@ class Lab:
         self.target = target
         self.ssh = SshTransport(target)
         digest, self._bundle = _guest_bundle()
-        self._guest_dir = f"/run/ebpf-lab/guest-{digest}"
+        self._guest_dir = f"{GUEST_ROOT}/guest-{digest}"
 
     def __repr__(self) -> str:
         return f"<Lab {self.target.kind} {self.target.user}@{self.target.host}:{self.target.port}>"
@@ -67,8 +70,12 @@ class Lab:
 
     def _install_guest(self) -> None:
         d = shlex.quote(self._guest_dir)
-        # /run is a tmpfs in the VM: after a reboot the runner is sent again.
-        self.ssh.run(f"test -f {d}/supervisor.py && cat >/dev/null || (mkdir -p {d} && tar -x -C {d})", input=self._bundle)
+        # /run is a tmpfs in the VM: after a reboot the runner is sent again. Unpacked beside its place and
+        # renamed into it whole, so an interrupted or a concurrent first run never leaves half a runner: the
+        # second rename fails on the complete directory the first one made, and its copy is dropped.
+        self.ssh.run(f"test -f {d}/.complete && cat >/dev/null || {{ mkdir -p {GUEST_ROOT} && "
+                     f"t=$(mktemp -d {GUEST_ROOT}/.unpacking-XXXXXX) && tar -x -C $t && touch $t/.complete && "
+                     f"{{ mv -T $t {d} 2>/dev/null || rm -rf $t; }}; }}", input=self._bundle)
 
     def start(self, source: str, *, timeout: float | None = None,
               compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),
@@ -85,21 +92,27 @@ class Lab:
             timeout=_seconds(timeout, "timeout"),
             compile_timeout=_seconds(compile_timeout, "compile_timeout") or protocol.DEFAULT_COMPILE_TIMEOUT,
             grace=_seconds(grace, "grace") or protocol.DEFAULT_GRACE,
-            workload=[(w if isinstance(w, Workload) else Workload.parse(w)).to_spec() for w in workload])
+            workload=[(w if isinstance(w, Workload) else Workload.parse(w)).to_spec() for w in workload],
+            key=protocol.new_key())
         self._install_guest()
         route = self.target.data_channel
         channel = DataChannel.lease(route) if route is not None else None
         if channel is not None:
             header.data_channel = channel.spec
+        proc = None
         try:
             proc = self.ssh.popen(f"exec python3 -u {shlex.quote(self._guest_dir)}/supervisor.py")
             proc.stdin.write(header.encode())
             proc.stdin.flush()
+            return Run(proc, source, _new_log_path(), timeout=header.timeout, channel=channel, key=header.key)
         except BaseException:
+            # Nobody will read this run: end ssh, so the supervisor sees EOF and stops the program.
+            if proc is not None:
+                proc.kill()
+                proc.wait()
             if channel is not None:
                 channel.close()
             raise
-        return Run(proc, source, _new_log_path(), timeout=header.timeout, channel=channel)
 
     def run(self, source: str, *, timeout: float | None = None,
             compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),
@@ -190,11 +203,26 @@ def _echo(run: Run) -> Callable[[], None]:
 
 
 def _new_log_path() -> Path:
+    """A fresh run log's path; the oldest logs go, so that at most KEEP_LOGS stay and all of them, with the
+    new one at its cap, fit in MAX_LOGS_BYTES."""
     logs = cache_dir() / "runs"
     logs.mkdir(parents=True, exist_ok=True)
-    for old in sorted(logs.glob("*.log"))[:-KEEP_LOGS]:
+    kept = sorted(logs.glob("*.log"))  # oldest first: the names start with the time
+    sizes = {path: _size(path) for path in kept}
+    count, total = len(kept), sum(sizes.values())
+    for old in kept:
+        if count < KEEP_LOGS and total + MAX_LOG_BYTES <= MAX_LOGS_BYTES:
+            break
         old.unlink(missing_ok=True)
+        count, total = count - 1, total - sizes[old]
     return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 _labs: dict[SshTarget, Lab] = {}

@@ -5,7 +5,8 @@ A program that calls setsid() or double-forks leaves its process group, but neve
 cgroup; writing 1 to cgroup.kill (Linux 5.14+) SIGKILLs every process in it at once.
 A program that allocates without end or forks without end meets the run's memory.max or
 pids.max first: the run dies (all of it, memory.oom.group), while sshd, the supervisor and
-the zygote, outside the run's cgroup, keep the VM reachable.
+the zygote, outside the run's cgroup, keep the VM reachable. The parent holds the same memory
+limit for all runs together.
 """
 import os
 import time
@@ -15,6 +16,7 @@ PARENT = os.path.join(ROOT, "ebpf-lab")
 # Memory left to the rest of the VM whatever a run does (sshd, supervisor, zygote, a second run's compile).
 RESERVE_BYTES = 256 * 2**20
 MAX_PIDS = 1024
+MAX_PIDS_ALL_RUNS = 4096
 # A run's processes are what the kernel's own OOM killer should pick first, should it ever have to.
 OOM_SCORE_ADJ = 500
 
@@ -25,11 +27,15 @@ def _write(path, text):
 
 
 def _setup_parent():
-    """Create the parent and hand the memory and pids controllers down to the runs; False without cgroup.kill."""
+    """Create the parent, hand the memory and pids controllers down to the runs and cap all runs together
+    (two runs at once, from two notebooks, must not take the VM down between them either); False
+    without cgroup.kill."""
     try:
         os.makedirs(PARENT, exist_ok=True)
         for d in (ROOT, PARENT):
             _write(os.path.join(d, "cgroup.subtree_control"), "+memory +pids")
+        _write(os.path.join(PARENT, "memory.max"), str(memory_limit()))
+        _write(os.path.join(PARENT, "pids.max"), str(MAX_PIDS_ALL_RUNS))
     except OSError:
         pass  # a VM without those controllers still gets cgroup.kill, only no limits
     # cgroup.kill exists only in non-root cgroups: probe the parent.
