@@ -50,6 +50,10 @@ class UnsafeRuntimeDir(LabError):
     pass
 
 
+class UnsafeCacheDir(LabError):
+    pass
+
+
 class VMBusy(LabError):
     pass
 

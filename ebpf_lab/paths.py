@@ -9,12 +9,25 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import UnsafeRuntimeDir
+from .errors import UnsafeCacheDir, UnsafeRuntimeDir
 
 
 def cache_dir() -> Path:
+    """The image, the VM's state and the run logs. Created private; refused when another user could
+    write into it (a planted state file or image would be booted, a planted log read as a run's)."""
     base = os.environ.get("EBPF_LAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ebpf-lab"
-    return Path(base)
+    d = Path(base)
+    if not d.exists():
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = d.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeCacheDir(f"the cache {d} is not a directory", "remove it, or set EBPF_LAB_CACHE to a directory of yours")
+    if st.st_uid != os.getuid():
+        raise UnsafeCacheDir(f"the cache {d} belongs to another user", "set EBPF_LAB_CACHE to a directory of yours")
+    if st.st_mode & 0o022:
+        raise UnsafeCacheDir(f"other users can write into the cache {d} (mode {stat.S_IMODE(st.st_mode):o})",
+                             f"run: chmod go-w {d}")
+    return d
 
 
 def data_dir() -> Path:

@@ -63,7 +63,13 @@ class SshTransport:
                                 stderr=subprocess.PIPE, start_new_session=True)
 
     def unreachable(self, stderr: bytes) -> SshFailed:
-        last = (stderr.decode(errors="replace").strip().splitlines() or ["no answer"])[-1]
+        text = stderr.decode(errors="replace")
+        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            t = self.target
+            return SshFailed(f"refusing the lab VM ({t.kind}, {t.host}:{t.port}): its ssh host key is not the one "
+                             "pinned for it, so it may not be the machine it claims to be",
+                             t.host_key_fix or "find out what answers on that port before trusting it")
+        last = (text.strip().splitlines() or ["no answer"])[-1]
         why = f"; {self.target.diagnose()}" if self.target.diagnose else ""
         return SshFailed(f"cannot reach the lab VM over ssh ({self.target.kind}, port {self.target.port}): {last}{why}",
                          "check it with: ebpf-lab vm status (restart: ebpf-lab vm down && ebpf-lab vm up)")

@@ -35,6 +35,8 @@ class SshTarget:
     data_channel: DataChannelRoute | None = None
     # What the machine's keeper knows when ssh gets no answer (qemu's run state, the guest console).
     diagnose: Callable[[], str] | None = field(default=None, compare=False, repr=False)
+    # What to do when the machine's host key is not the pinned one (said with the refusal).
+    host_key_fix: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host or self.host.startswith("-") or not self.user or self.user.startswith("-"):

@@ -1,6 +1,7 @@
 """The embedded lab VM: boot the cached image with qemu, track it, stop it."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -27,6 +28,9 @@ HOST_KEY_ALIAS = "ebpf-lab-embedded"
 # Serial ports a run's frames can take to the host instead of ssh (runner/data_channel.py): one per
 # run at a time; runs beyond that use ssh.
 DATA_PORTS = 4
+CONSOLE_DEVICE = "console"
+CONSOLE_RING_BYTES = 1 << 20   # in qemu: the newest MiB the guest wrote to its serial console
+CONSOLE_KEEP_BYTES = 256 << 10  # on the host: the newest part of what was read from it
 
 
 @dataclass
@@ -35,13 +39,13 @@ class VMState:
     port: int
     accel: str
     image_dir: str
-    console: str
+    console: str  # the host's copy of the guest console's last lines (CONSOLE_KEEP_BYTES at most)
     qmp: str
     started: float
     # Which boot of the host and which process: after a reboot the same pid can be anything.
     boot_id: str = ""
     pid_start: int = 0
-    # Where the data ports' sockets are ("": a VM started by an older ebpf-lab has none).
+    # Where the data ports' and QMP's sockets are ("": a VM started by an older ebpf-lab has no data ports).
     data_ports_dir: str = ""
 
     @property
@@ -153,7 +157,7 @@ def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, ports_dir: Path,
+def qemu_command(image: Image, accel: str, port: int, qmp: Path, ports_dir: Path,
                  memory_mb: int = 2048, cpus: int = 2) -> list[str]:
     append = " ".join([
         "root=/dev/nvme0n1", "rw", "init=/sbin/ebpf-lab-init", "console=ttyS0", "quiet", "panic=-1",
@@ -172,15 +176,19 @@ def qemu_command(image: Image, accel: str, port: int, console: Path, qmp: Path, 
         # the ssh forward into the guest keeps working.
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
         *_data_port_args(ports_dir),
+        # The console goes into a ring in qemu's memory, not a file: root in the guest can write to the
+        # serial port for ever. The host keeps a bounded copy of what it read (save_console).
+        "-chardev", f"ringbuf,id={CONSOLE_DEVICE},size={CONSOLE_RING_BYTES}", "-serial", f"chardev:{CONSOLE_DEVICE}",
         # A guest panic ends qemu (panic=-1 + -no-reboot) instead of leaving a hung VM.
-        "-no-reboot", "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
+        "-no-reboot", "-display", "none", "-monitor", "none",
         "-qmp", f"unix:{qmp},server=on,wait=off",
     ]
 
 
-def _ports_dir() -> Path:
-    """Where qemu puts the data ports' sockets: in the short runtime directory (a socket path has at
-    most 107 bytes; a cache directory can be deep), one directory per cache, hence per VM."""
+def _control_dir() -> Path:
+    """Where qemu puts its control sockets (QMP, which can make qemu do anything, and the data ports): in
+    the private, checked runtime directory (a socket path has at most 107 bytes; a cache directory can be
+    deep), one directory per cache, hence per VM."""
     d = runtime_dir() / f"ports-{hashlib.sha256(str(vm_dir()).encode()).hexdigest()[:12]}"
     d.mkdir(mode=0o700, exist_ok=True)
     return d
@@ -233,29 +241,35 @@ def _up(log) -> VMState:
 def _boot(image: Image, accel: str, log) -> VMState:
     port = _free_port()
     vm_dir().mkdir(parents=True, exist_ok=True)
-    console, qmp = vm_dir() / "console.log", vm_dir() / "qmp.sock"
-    qmp.unlink(missing_ok=True)
+    control = _control_dir()
+    console, qmp_sock = vm_dir() / "console.log", control / "qmp.sock"
+    qmp_sock.unlink(missing_ok=True)
+    console.unlink(missing_ok=True)
     started = time.time()
-    ports_dir = _ports_dir()
-    for _, sock in data_ports(ports_dir):
+    for _, sock in data_ports(control):
         sock.unlink(missing_ok=True)  # left by a qemu that was killed: qemu would not bind over it
     qemu_log = vm_dir() / "qemu.log"
     # qemu outlives this process, so its stderr goes to a file, not a pipe someone must drain.
     with open(qemu_log, "wb") as errfile:
-        proc = subprocess.Popen(qemu_command(image, accel, port, console, qmp, ports_dir),
+        proc = subprocess.Popen(qemu_command(image, accel, port, qmp_sock, control),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errfile,
                                 start_new_session=True)
     st = VMState(pid=proc.pid, port=port, accel=accel, image_dir=str(image.dir),
-                 console=str(console), qmp=str(qmp), started=started, boot_id=_boot_id(),
-                 pid_start=_start_time(proc.pid), data_ports_dir=str(ports_dir))
+                 console=str(console), qmp=str(qmp_sock), started=started, boot_id=_boot_id(),
+                 pid_start=_start_time(proc.pid), data_ports_dir=str(control))
     _state_file().write_text(json.dumps(asdict(st)))
     deadline = time.monotonic() + BOOT_TIMEOUT[accel]
+    next_save = time.monotonic() + 1
     while not _ssh_banner(port):
+        if time.monotonic() > next_save:
+            save_console(st)  # should qemu end, what the guest said before is on the host
+            next_save = time.monotonic() + 1
         if proc.poll() is not None:
             _state_file().unlink(missing_ok=True)
             err = qemu_log.read_text(errors="replace").strip().splitlines()
             raise VMBootFailed(f"qemu exited: {err[-1] if err else proc.returncode}", f"see {console}")
         if time.monotonic() > deadline:
+            save_console(st)
             _down()
             raise VMBootFailed(f"the VM did not answer ssh within {BOOT_TIMEOUT[accel]:.0f} s ({accel})",
                                f"see {console}; retry with: ebpf-lab vm up")
@@ -264,19 +278,40 @@ def _boot(image: Image, accel: str, log) -> VMState:
     return st
 
 
-def qmp(socket_path: Path, command: str) -> dict:
+def qmp(socket_path: Path, command: str, arguments: dict | None = None) -> dict:
     """One QMP command's answer (qemu's JSON monitor; events that arrive in between are skipped)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(2.0)
         s.connect(str(socket_path))
         answers = s.makefile("rb")
         answers.readline()  # the greeting
-        for cmd in ("qmp_capabilities", command):
-            s.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
+        for cmd, args in (("qmp_capabilities", None), (command, arguments)):
+            s.sendall(json.dumps({"execute": cmd, **({"arguments": args} if args else {})}).encode() + b"\n")
             while "return" not in (answer := json.loads(answers.readline() or b'{"return": null}')) \
                     and "error" not in answer:
                 pass
         return answer
+
+
+def save_console(st: VMState) -> None:
+    """Move what the guest wrote to its console since the last call from qemu's ring to the host's copy,
+    keeping the newest CONSOLE_KEEP_BYTES of it (nothing happens when qemu does not answer)."""
+    try:
+        answer = qmp(Path(st.qmp), "ringbuf-read", {"device": CONSOLE_DEVICE, "size": CONSOLE_RING_BYTES,
+                                                   "format": "base64"})
+        new = base64.b64decode(answer.get("return") or "")
+    except (OSError, ValueError, TypeError):
+        return
+    if not new:
+        return
+    copy = Path(st.console)
+    try:
+        kept = copy.read_bytes()[-CONSOLE_KEEP_BYTES:]
+    except OSError:
+        kept = b""
+    tmp = copy.with_suffix(".tmp")
+    tmp.write_bytes((kept + new)[-CONSOLE_KEEP_BYTES:])
+    tmp.replace(copy)
 
 
 # What qemu's run states mean for someone whose ssh just timed out.
@@ -305,6 +340,7 @@ def run_state(st: VMState) -> str:
 
 def console_tail(st: VMState, lines: int = 10) -> list[str]:
     """The guest's last console lines: kernel warnings (OOM, lockups, panics) and the init's messages."""
+    save_console(st)
     try:
         text = Path(st.console).read_text(errors="replace")
     except OSError:
@@ -397,12 +433,23 @@ class EmbeddedVM:
     def target(self) -> SshTarget:
         st = require_running()
         known_hosts = cache_dir() / "known_hosts"
-        # The image's host key, pinned under an alias because the forwarded port changes per boot.
-        known_hosts.write_text(f"{HOST_KEY_ALIAS} ssh-ed25519 {st.image.host_key}\n")
+        # The image's host key, pinned under an alias because the forwarded port changes per boot. Written
+        # only when it changes, and whole (renamed into place): another process may be connecting now.
+        pinned = f"{HOST_KEY_ALIAS} ssh-ed25519 {st.image.host_key}\n"
+        try:
+            current = known_hosts.read_text()
+        except OSError:
+            current = None
+        if current != pinned:
+            tmp = known_hosts.with_name(f".known_hosts.{os.getpid()}")
+            tmp.write_text(pinned)
+            tmp.replace(known_hosts)
         return SshTarget(
             kind="embedded", host="127.0.0.1", port=st.port, user="root", identity=identity_file(),
             options=(f"HostKeyAlias={HOST_KEY_ALIAS}", f"UserKnownHostsFile={known_hosts}",
                      "StrictHostKeyChecking=yes"),
             diagnose=diagnose,
+            host_key_fix="the embedded VM answers with its image's key: restart it (ebpf-lab vm down && ebpf-lab vm up); "
+                         "if that does not help, another program holds the port",
             data_channel=DataChannelRoute(tuple(data_ports(Path(st.data_ports_dir)))) if st.data_ports_dir else None,
         )
