@@ -18,7 +18,9 @@ _TD = "padding:2px 10px;border-bottom:1px solid #ddd"
 
 class EventTable(LiveView):
     """Shows the last `rows` records named `record`; records named `lost` (payload: a count) add to the
-    lost total. `arrivals` keeps when each event arrived (seconds since the first)."""
+    lost total. `arrivals` keeps when the latest `max_arrivals` events arrived (seconds since the first)."""
+
+    max_arrivals = 10_000  # a long run's stream must not grow without bound
 
     def __init__(self, record: str = "event", rows: int = 15, columns: list[str] | None = None) -> None:
         self.record = record
@@ -31,7 +33,7 @@ class EventTable(LiveView):
 
     def reset(self) -> None:
         self.latest: deque[dict] = deque(maxlen=self.rows)
-        self.arrivals: list[float] = []
+        self.arrivals: deque[float] = deque(maxlen=self.max_arrivals)
         self.total = 0
         self.lost = 0
 
@@ -46,14 +48,19 @@ class EventTable(LiveView):
             return True
         return False
 
+    def snapshot(self) -> tuple[list[dict], int, int]:
+        return list(self.latest), self.total, self.lost
+
     def html(self) -> str:
-        if not self.total and not self.lost:
+        """The table as last drawn."""
+        latest, total, lost = self.frame
+        if not total and not lost:
             return "<p style='color:#666'><i>waiting for the first event from the kernel…</i></p>"
-        cols = self.columns or (list(self.latest[-1]) if self.latest else [])
+        cols = self.columns or (list(latest[-1]) if latest else [])
         head = "".join(f"<th style='{_TH}'>{html.escape(c)}</th>" for c in cols)
         body = "".join("<tr>" + "".join(f"<td style='{_TD}'>{html.escape(str(ev.get(c, '')))}</td>" for c in cols)
-                       + "</tr>" for ev in self.latest)
-        return (f"<p><b>{self.total}</b> events, <b>{self.lost}</b> lost; the latest {len(self.latest)}:</p>"
+                       + "</tr>" for ev in latest)
+        return (f"<p><b>{total}</b> events, <b>{lost}</b> lost; the latest {len(latest)}:</p>"
                 f"<table style='{_TABLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def render(self) -> None:

@@ -5,6 +5,7 @@ from matplotlib.figure import Figure
 
 from ..runner.run import Record
 from .figure_view import FigureView
+from .live_view import SampleHistory
 
 
 def log2_range(bucket: int) -> tuple[int, int]:
@@ -26,9 +27,12 @@ class Log2Histogram(FigureView):
     """Draws records named `record` whose payload maps bucket -> count, bucket n holding values from
     2^(n-1) to 2^n - 1 (what `dist.increment(bpf_log2l(value))` fills; user space sends the map's items).
 
-    `history` keeps one entry per frame that changed something: (seconds since the first sample,
-    {bucket: count}), so a notebook can check that the histogram filled while it watched.
+    `history` holds the frames that changed something: (seconds since the first sample, {bucket: count}),
+    so a notebook can check that the histogram filled while it watched. A short run keeps every frame;
+    a long one at most `max_samples`, spread evenly over the run.
     """
+
+    max_samples = 500  # frames kept: enough to see it fill, bounded over a long run
 
     def __init__(self, record: str = "hist", unit: str = "ns", title: str = "latency") -> None:
         self.record = record
@@ -38,7 +42,11 @@ class Log2Histogram(FigureView):
 
     def reset(self) -> None:
         self.buckets: dict[int, int] = {}
-        self.history: list[tuple[float, dict[int, int]]] = []
+        self._history: SampleHistory[tuple[float, dict[int, int]]] = SampleHistory(self.max_samples)
+
+    @property
+    def history(self) -> list[tuple[float, dict[int, int]]]:
+        return self._history.samples()
 
     @property
     def total(self) -> int:
@@ -55,27 +63,34 @@ class Log2Histogram(FigureView):
         if buckets == self.buckets:
             return False
         self.buckets = buckets
-        self.history.append((self.since_first_record(), buckets))
+        self._history.add((self.since_first_record(), buckets))
         return True
 
     def shown_buckets(self) -> list[int]:
         """The buckets drawn: from the lowest to the highest non-empty one, empty ones between them included,
         so the x axis stays a scale (print_log2_hist trims the same way)."""
-        if not self.buckets:
-            return []
-        return list(range(min(self.buckets), max(self.buckets) + 1))
+        return _span(self.buckets)
+
+    def snapshot(self) -> tuple[dict[int, int], int]:
+        # The buckets' dict is replaced by every change, never changed: no copy needed.
+        return self.buckets, self._history.added
 
     def draw(self, fig: Figure) -> None:
-        if not self.buckets:
+        buckets, frames = self.frame
+        if not buckets:
             self.waiting(fig, self.title)
             return
         ax = fig.add_subplot()
-        shown = self.shown_buckets()
-        counts = [self.buckets.get(b, 0) for b in shown]
+        shown = _span(buckets)
+        counts = [buckets.get(b, 0) for b in shown]
         bars = ax.bar(range(len(shown)), counts, color="tab:blue")
         ax.bar_label(bars, fontsize=8)
         ax.set_xticks(range(len(shown)), [bucket_label(b) for b in shown], rotation=35, ha="right", fontsize=8)
         ax.set_xlabel(self.unit)
         ax.set_ylabel("count")
-        ax.set_title(f"{self.title}: {self.total} samples, frame {len(self.history)}")
+        ax.set_title(f"{self.title}: {sum(buckets.values())} samples, frame {frames}")
         ax.margins(y=0.15)
+
+
+def _span(buckets: dict[int, int]) -> list[int]:
+    return list(range(min(buckets), max(buckets) + 1)) if buckets else []
