@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import Interrupted, LabError, ProgramFailed, ProgramNotFound
 from .paths import repo_dir
+from .printable import printable
 from .runner.protocol import DEFAULT_COMPILE_TIMEOUT, check_seconds
 
 GUEST_PREFIX = "vm:"
@@ -59,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
                                   "or vm:/path for one in the lab VM")
         text, filename = path.read_text(), str(path)
     run = lab.run(text, timeout=args.timeout, compile_timeout=args.compile_timeout, workload=args.workload,
-                  argv=args.args, filename=filename, check=False)
+                  argv=args.args, filename=filename, check=False, raw=args.raw)
     if run.timed_out:
         print(f"ebpf-lab: stopped after {args.timeout:g} s of running (--timeout)", file=sys.stderr)
     run.raise_for_status()
@@ -120,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
                      metavar="USER[:COUNT[@RATE/s]][:CMD]",
                      help="once the program runs, exec CMD (default /bin/true) COUNT times as USER, back to back "
                           "or RATE per second")
+    run.add_argument("--raw", action="store_true",
+                     help="write the program's output unchanged, control characters and all (by default they "
+                          "are shown escaped, ESC as \\x1b, so that a program cannot drive the terminal)")
     run.set_defaults(func=_run)
     course = sub.add_parser("course", help="boot the lab VM if needed (building the embedded image, or using a running "
                                            "Vagrant machine), then open the notebooks in Jupyter Lab")
@@ -149,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"ebpf-lab: interrupted: {e}", file=sys.stderr)
         return 130
-    except ProgramFailed as e:
-        print(f"ebpf-lab: {e}", file=sys.stderr)
+    except ProgramFailed as e:  # its details quote the program: its traceback, its compiler's errors
+        print(f"ebpf-lab: {printable(str(e))}", file=sys.stderr)
         return 1
     except LabError as e:
-        print(f"ebpf-lab: {e}", file=sys.stderr)
+        print(f"ebpf-lab: {printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ebpf-lab: interrupted; the program in the VM was stopped", file=sys.stderr)

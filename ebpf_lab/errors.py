@@ -1,6 +1,8 @@
 """Errors a learner can act on: what happened, then the command that fixes it."""
 from __future__ import annotations
 
+from .printable import printable
+
 
 class LabError(Exception):
     """Base of every error ebpf-lab reports to a learner; printed without a traceback."""
@@ -14,8 +16,9 @@ class LabError(Exception):
         return f"{self.message} — {self.fix}" if self.fix else self.message
 
     def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback: learners see what happened and what to do.
-        return [f"{type(self).__name__}: {self}"]
+        # IPython shows this instead of a traceback: learners see what happened and what to do. The message
+        # may quote the VM (a program's traceback, its compiler's errors): shown, never obeyed.
+        return [printable(f"{type(self).__name__}: {self}")]
 
 
 class QemuMissing(LabError):
@@ -77,7 +80,7 @@ class Interrupted(LabError, KeyboardInterrupt):
     """
 
     def _render_traceback_(self) -> list[str]:
-        return [f"interrupted: {self}"]
+        return [printable(f"interrupted: {self}")]
 
 
 class ProgramFailed(LabError):

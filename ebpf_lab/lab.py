@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from .errors import BadArgument, Interrupted
 from .paths import cache_dir
+from .printable import printable
 from .runner import protocol
 from .runner.data_channel import DataChannel
 from .runner.follow import CompileProgress, LivePrinter, drain
@@ -116,12 +117,14 @@ class Lab:
 
     def run(self, source: str, *, timeout: float | None = None,
             compile_timeout: float = protocol.DEFAULT_COMPILE_TIMEOUT, workload: Workloads = (),
-            argv: Iterable[str] = (), filename: str = "<cell>", echo: bool = True, check: bool = True) -> Run:
+            argv: Iterable[str] = (), filename: str = "<cell>", echo: bool = True, check: bool = True,
+            raw: bool = False) -> Run:
         """Run a program to its end (or timeout). With `echo`, its output and the compile progress are
-        printed live (progress on stderr); Ctrl-C stops the program in the VM and raises `Interrupted`."""
+        printed live (progress on stderr), control characters shown escaped unless `raw`; Ctrl-C stops the
+        program in the VM and raises `Interrupted`."""
         run = self.start(source, timeout=timeout, compile_timeout=compile_timeout, workload=workload, argv=argv,
                          filename=filename)
-        show = _echo(run) if echo else lambda: None
+        show = _echo(run, raw) if echo else lambda: None
         try:
             while not run.done:
                 run.wait(0.1)
@@ -131,8 +134,8 @@ class Lab:
             raise Interrupted(run.stopped_message()) from None
         finally:
             show()
-            for warning in run.warnings() if echo else ():
-                print(f"ebpf-lab: warning: {warning}", file=sys.stderr)
+            for warning in run.warnings() if echo else ():  # they quote the VM: names of its objects, its errors
+                print(f"ebpf-lab: warning: {printable(warning)}", file=sys.stderr)
         if check:
             run.raise_for_status()
         return run
@@ -191,13 +194,13 @@ class Lab:
         return {p["id"] for p in self.bpftool("prog", "list") or []}
 
 
-def _echo(run: Run) -> Callable[[], None]:
+def _echo(run: Run, raw: bool = False) -> Callable[[], None]:
     """A function that prints what the run printed since its last call, and the compile progress on stderr."""
     def write(stream):
         return lambda text: (stream.write(text), stream.flush())
 
     live = sys.stderr.isatty()
-    printer = LivePrinter(run, write(sys.stdout), write(sys.stderr))
+    printer = LivePrinter(run, write(sys.stdout), write(sys.stderr), raw=raw)
     progress = CompileProgress(run, write(sys.stderr), live=live, rewrite="\r\x1b[K" if live else "\r")
     return lambda: drain(printer, progress)
 

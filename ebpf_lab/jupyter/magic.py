@@ -12,6 +12,7 @@ from IPython.display import display
 from ..errors import BadArgument, Interrupted
 from ..lab import connect
 from ..runner.protocol import DEFAULT_COMPILE_TIMEOUT
+from ..printable import printable
 from ..runner.follow import CompileProgress, LivePrinter, drain
 from ..runner.run import Run
 
@@ -106,8 +107,8 @@ class BccMagics(Magics):
                 if run.line_count > printer.shown:
                     print(f"[{run.line_count - printer.shown} more lines not shown; all {run.line_count} are in "
                           f"_bcc_run.read_log()]")
-                for warning in run.warnings():
-                    print(f"warning: {warning}", file=sys.stderr)
+                for warning in run.warnings():  # they quote the VM: names of its objects, its errors
+                    print(f"warning: {printable(warning)}", file=sys.stderr)
         if interrupted:
             raise Interrupted(run.stopped_message())
 

@@ -2,28 +2,34 @@
 
 Shared by the CLI and the %%bcc magic. Everything is written from the thread that calls
 `tick()` (the notebook's main thread, the CLI's), never from the run's reader thread.
+
+A program's text is shown, not obeyed (`printable`), unless a printer is made `raw`. The lab's own
+progress line rewrites itself with a carriage return: it never goes through that.
 """
 from __future__ import annotations
 
 import queue
 from typing import Callable
 
+from ..printable import printable
 from . import protocol
 from .run import Line, Run
 
 Write = Callable[[str], None]
 
-
 class LivePrinter:
-    """Prints a run's lines, at most `limit` of them; the rest stay in the run's log.
+    """Prints a run's lines, at most `limit` of them; the rest stay in the run's log. Their control
+    characters are shown escaped (see `printable`) unless `raw` (`ebpf-lab run --raw`, for a program that
+    draws on the terminal on purpose).
 
     Lines and the end-of-compile event travel through one queue, in the order they arrived, so
     "compiled in 2.0 s" always comes before the program's own output, whatever the timing.
     """
 
-    def __init__(self, run: Run, out: Write, err: Write, limit: int | None = None) -> None:
+    def __init__(self, run: Run, out: Write, err: Write, limit: int | None = None, raw: bool = False) -> None:
         self.limit = limit
         self.shown = 0
+        self.raw = raw
         self._out, self._err = out, err
         self._queue: queue.SimpleQueue[Line | dict] = queue.SimpleQueue()
         self.unsubscribe = run.subscribe(on_line=self._queue.put, on_event=self._on_event)
@@ -49,6 +55,8 @@ class LivePrinter:
     def print(self, lines: list[Line]) -> None:
         out = "".join(l.text + "\n" for l in lines if l.stream == "stdout")
         err = "".join(l.text + "\n" for l in lines if l.stream != "stdout")
+        if not self.raw:
+            out, err = printable(out), printable(err)
         if out:
             self._out(out)
         if err:
