@@ -1,12 +1,34 @@
 """Shared fixtures. VM tests boot the embedded VM if needed; they never skip silently."""
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 
+# Past pyproject's default timeout: a test here may boot the VM first, or build and boot a Vagrant box,
+# or drive a browser, and each notebook cell may wait for a slow compile under software emulation
+# (nbval's own --nbval-cell-timeout in tests/suite.py stays the tighter limit per cell).
+LONG_TIMEOUT = 1800
+LONG_DIRS = {"vm", "vagrant", "browser"}
+TESTS = Path(__file__).resolve().parent
 
 _labs: dict = {}
+
+
+def needs_long_timeout(path: Path) -> bool:
+    """Is `path` a test that uses the lab VM, a browser or a notebook?"""
+    path = path.resolve()
+    return path.suffix == ".ipynb" or (path.is_relative_to(TESTS) and path.relative_to(TESTS).parts[0] in LONG_DIRS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("timeout", None) is not None or "PYTEST_TIMEOUT" in os.environ:
+        return  # a timeout given for this run holds for every test
+    for item in items:
+        if item.get_closest_marker("timeout") is None and needs_long_timeout(item.path):
+            item.add_marker(pytest.mark.timeout(LONG_TIMEOUT))
 
 
 @pytest.fixture

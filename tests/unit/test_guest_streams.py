@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -432,15 +433,29 @@ def test_the_port_writer_sends_after_a_quiet_spell_at_once_and_a_steady_stream_a
     lock = tmp_path / "port.lock"
     lock.touch()
     port_r, port_w = os.pipe()
-    writer = bootstrap.PortWriter(port_w, os.open(lock, os.O_RDONLY))
+    paces, pacing = [], threading.Event()
+
+    class Condition(threading.Condition):
+        """The writer's: says when it waits with a deadline, i.e. for the interval to pass."""
+
+        def wait(self, timeout=None):
+            if timeout is not None:
+                paces.append(timeout)
+                pacing.set()
+            return super().wait(timeout)
+
+    with monkeypatch.context() as m:
+        m.setattr(bootstrap, "threading", SimpleNamespace(Condition=Condition, Thread=threading.Thread))
+        writer = bootstrap.PortWriter(port_w, os.open(lock, os.O_RDONLY))
     writer.put([b"first"])
     assert select.select([port_r], [], [], 60)[0], "the first transfer must not wait: nothing went before it"
-    assert os.read(port_r, 100) == b"first"
+    assert os.read(port_r, 100) == b"first" and not paces
     writer.put([b"second"])
-    time.sleep(0.5)
+    assert pacing.wait(60), "the writer sent the second chunk without waiting for the interval"
+    assert 3000 < paces[0] <= 3600  # a stream waits PORT_INTERVAL between transfers
     os.set_blocking(port_r, False)
     with pytest.raises(BlockingIOError):
-        os.read(port_r, 100)  # a stream waits PORT_INTERVAL between transfers
+        os.read(port_r, 100)
     writer.wait_until_written()  # ... unless someone waits for it
     assert os.read(port_r, 100) == b"second"
 

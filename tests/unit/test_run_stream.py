@@ -4,6 +4,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 from ebpf_lab.runner import protocol
 from ebpf_lab.runner.run import Line, Record, Run
 
@@ -150,19 +152,15 @@ def test_refused_and_compile_timeout_explain_themselves(tmp_path):
 
     refused = finished(tmp_path, [control(protocol.REFUSED, message="workload: there is no user 'carol'", fix="use alice"),
                                   control(protocol.EXIT, status=2)])
-    try:
+    with pytest.raises(RunRefused) as refusal:
         refused.raise_for_status()
-    except RunRefused as e:
-        assert str(e) == "workload: there is no user 'carol' — use alice"
+    assert str(refusal.value) == "workload: there is no user 'carol' — use alice"
     stalled = finished(tmp_path, [control(protocol.COMPILING, text="x"), control(protocol.COMPILE_TIMEOUT, after=5.0),
                                   control(protocol.EXIT, status=137)])
-    try:
+    with pytest.raises(ProgramFailed) as failure:
         stalled.raise_for_status()
-    except ProgramFailed as e:
-        assert "did not get running within the 5 s compile limit (bcc was still compiling)" in str(e)
-        assert "--compile-timeout" in str(e)
-    else:
-        raise AssertionError("expected ProgramFailed")
+    assert "did not get running within the 5 s compile limit (bcc was still compiling)" in str(failure.value)
+    assert "--compile-timeout" in str(failure.value)
 
 
 def test_late_subscribers_get_what_already_arrived(tmp_path):

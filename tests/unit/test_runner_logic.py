@@ -230,29 +230,38 @@ def test_clock_compile_limit(guest_modules, monkeypatch):
 
 def test_outbox_control_events_never_wait_for_a_stalled_host(guest_modules, monkeypatch):
     monkeypatch.setattr(guest_modules, "OUTBOX_BYTES", 1000)
-    unblock = threading.Event()
+    writing, unblock = threading.Event(), threading.Event()
+    written = []
 
     class StalledHost:
         def write(self, data):
+            writing.set()
             unblock.wait()
+            written.append(bytes(data))
 
         def flush(self):
             pass
 
     box = guest_modules.Outbox(StalledHost(), on_host_gone=lambda: None)
-    box.data(protocol.frame(protocol.OUT, b"x" * 2000))  # taken by the writer, which now blocks
-    time.sleep(0.2)
+    box.data(protocol.frame(protocol.OUT, b"x" * 2000))
+    assert writing.wait(60), "the writer never took the first frame"  # it now blocks on the host
     box.data(protocol.frame(protocol.OUT, b"y" * 2000))  # queued: the outbox is now over its limit
     blocked = threading.Thread(target=box.data, args=(protocol.frame(protocol.OUT, b"more"),), daemon=True)
     blocked.start()
     blocked.join(0.5)
     assert blocked.is_alive(), "program output must wait while the host does not read"
-    started = time.monotonic()
-    box.control(protocol.TIMEOUT, after=5)
-    assert time.monotonic() - started < 0.1
+    control = threading.Thread(target=box.control, args=(protocol.TIMEOUT,), kwargs={"after": 5}, daemon=True)
+    control.start()
+    control.join(60)  # a guard against a hang only: it returns at once
+    assert not control.is_alive(), "a control event must not wait for a host that does not read"
+    assert blocked.is_alive()  # the host still reads nothing
     unblock.set()
-    blocked.join(5)
+    blocked.join(60)
     assert not blocked.is_alive()
+    box.drain()
+    # The control event got out, ahead of the output that was waiting for room.
+    last = protocol.control_frame(protocol.TIMEOUT, after=5) + protocol.frame(protocol.OUT, b"more")
+    assert b"".join(written).endswith(last)
 
 
 def test_the_supervisor_waits_for_a_pump_held_up_by_a_slow_host(guest_modules, monkeypatch):
