@@ -224,3 +224,6 @@ def test_trace_lines_older_than_the_program_are_skipped_and_counted(capsys):
     assert readline(None) == b"CPU:1 [LOST 3 EVENTS]"
     assert readline(None).endswith(b"mine")
     assert "skipped 2 trace line(s) an earlier program left" in capsys.readouterr().err
+    stats = (b"entries: 0\noverrun: 0\ncommit overrun: 0\nbytes: 0\noldest event ts:   175.879974\n"
+             b"now ts:   233.978993\ndropped events: 0\nread events: 2\n")  # a 6.1 kernel's, as it is
+    assert bootstrap.now_in_stats(stats) == 233.978993

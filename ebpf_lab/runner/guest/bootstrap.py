@@ -549,16 +549,22 @@ _started_at_trace_time = None  # the kernel's trace clock when this program star
 
 
 def trace_clock_now():
-    """The trace clock's time now (per_cpu/cpuN/stats says it as "now ts"), or None without tracefs."""
+    """The trace clock's time now, or None without tracefs."""
     for root in TRACEFS:
         try:
             with open(os.path.join(root, "per_cpu", "cpu0", "stats"), "rb") as f:
-                found = re.search(rb"^now ts: (\d+\.\d+)", f.read(), re.M)
+                now = now_in_stats(f.read())
         except OSError:
             continue
-        if found:
-            return float(found.group(1))
+        if now is not None:
+            return now
     return None
+
+
+def now_in_stats(stats):
+    """The "now ts" a per-CPU trace buffer's stats file gives ("now ts:   233.978993"), or None."""
+    found = re.search(rb"^now ts:\s+(\d+\.\d+)", stats, re.M)
+    return float(found.group(1)) if found else None
 
 
 def _lines_of_this_run(readline):

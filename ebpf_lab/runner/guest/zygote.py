@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bcc  # noqa: E402,F401 -- the point of this process: imported once, inherited by every child
@@ -50,10 +51,22 @@ def serve(path):
         if pid == 0:
             srv.close()
             conn.close()
-            child(request, fds)
+            try:
+                child(request, fds)  # ends the process itself (bootstrap.run exits)
+            except BaseException:  # noqa: BLE001 -- never back into this loop, a second zygote
+                traceback.print_exc()
+            finally:
+                os._exit(1)
         for fd in fds:
             os.close(fd)
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:
+            # The supervisor stopped waiting (a stop, or its patience ran out): the child's lifeline is
+            # closed, so it ends itself; this zygote serves the next run.
+            conn.close()
+            threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+            continue
         threading.Thread(target=report_exit, args=(conn, pid), daemon=True).start()
 
 
@@ -62,6 +75,8 @@ def report_exit(conn, pid):
     code = os.waitstatus_to_exitcode(status)
     try:
         conn.sendall(json.dumps({"status": code if code >= 0 else 128 - code}).encode() + b"\n")
+    except OSError:
+        pass  # the supervisor is gone
     finally:
         conn.close()
 
