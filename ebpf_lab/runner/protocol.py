@@ -215,8 +215,8 @@ class StructLayout:
             fields = [(str(name), int(count), str(kind)) for name, count, kind in layout["fields"]]
         except (TypeError, KeyError, ValueError, struct.error) as e:
             raise ProtocolError(f"bad struct layout: {e!r}"[:200]) from None
-        if self.codec.size == 0:
-            raise ProtocolError("a struct layout of zero bytes")
+        if not 0 < self.codec.size <= MAX_RECORD:  # before a struct's worth of zeros is made below
+            raise ProtocolError(f"a struct layout of {self.codec.size} bytes (a record is 1 to {MAX_RECORD})")
         zero = self.codec.unpack(bytes(self.codec.size))
         if sum(count for _, count, _ in fields) != len(zero) or any(count < 1 for _, count, _ in fields):
             raise ProtocolError("a struct layout whose fields do not match its format")

@@ -82,6 +82,8 @@ def test_the_biggest_frame_the_protocol_allows_costs_a_bounded_amount_to_decode(
     {"format": "<I", "fields": [["a", 1, "blob"]]},              # an unknown kind
     {"format": "<I", "fields": [["a", 0, "int"], ["b", 1, "int"]]},
     {"format": "", "fields": []},
+    {"format": "<1000000000x", "fields": []},                     # a billion bytes of padding
+    {"format": "<2000000B", "fields": [["a", 2000000, "int"]]},   # over a record's size
     {"format": "<Z", "fields": []},
     {"format": 7, "fields": []},
     {"fields": []},
