@@ -78,13 +78,14 @@ def test_the_image_is_made_of_what_debians_archive_resolves_today(lab):
         assert lab.sh(f"dpkg-query -W -f='${{Version}}' {package}") == today.versions[package]
 
 
-def test_two_vm_ups_at_once_start_one_vm(own_cache):
+def test_two_vm_ups_at_once_start_one_vm(own_cache, monkeypatch):
     ups = [subprocess.Popen([sys.executable, "-m", "ebpf_lab", "vm", "up"], env={**os.environ, **own_cache},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in ups]
     assert [p.returncode for p in ups] == [0, 0], results
-    qemus = subprocess.run(["pgrep", "-f", f"qemu-system.*{own_cache['EBPF_LAB_CACHE']}/vm/"],
-                           capture_output=True, text=True).stdout.split()
+    monkeypatch.setenv("EBPF_LAB_CACHE", own_cache["EBPF_LAB_CACHE"])
+    control = embedded._control_dir()  # this cache's VM's sockets: on its qemu's command line
+    qemus = subprocess.run(["pgrep", "-f", f"qemu-system.*{control}/"], capture_output=True, text=True).stdout.split()
     assert len(qemus) == 1, qemus
 
 
