@@ -16,16 +16,9 @@ import pytest
 
 from ebpf_lab.runner import protocol
 
-GUEST = Path(__file__).resolve().parents[2] / "ebpf_lab" / "runner"
-
-
 @pytest.fixture
-def guest(monkeypatch):
-    monkeypatch.syspath_prepend(str(GUEST))
-    monkeypatch.syspath_prepend(str(GUEST / "guest"))
-    import bootstrap
-    import pump
-    return bootstrap, pump
+def guest(guest_import):
+    return guest_import("bootstrap"), guest_import("pump")
 
 
 def frames_of(data: bytes) -> list[tuple[bytes, object]]:

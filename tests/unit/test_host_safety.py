@@ -3,8 +3,6 @@ console, a run nobody reads never left running, a stuck zygote given up on (test
 shows each against the real VM)."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import socket
 import subprocess
@@ -22,7 +20,6 @@ from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.transport.target import SshTarget
 from ebpf_lab.vm import embedded, vagrant
 
-GUEST = Path(lab_module.__file__).parent / "runner" / "guest"
 
 
 def test_a_cache_dir_others_can_write_is_refused(tmp_path, monkeypatch):
@@ -156,17 +153,6 @@ def test_a_run_nobody_can_read_is_not_left_running(tmp_path, monkeypatch):
     assert started[0].poll() is not None and closed == [1]
 
 
-def guest_module(name: str):
-    sys.path[:0] = [str(GUEST), str(GUEST.parent)]
-    try:
-        spec = importlib.util.spec_from_file_location(f"guest_{name}", GUEST / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        del sys.path[:2]
-
-
 @pytest.fixture
 def stuck_zygote(tmp_path):
     """A process that listens where the zygote would and never answers (a SIGSTOPped zygote, say)."""
@@ -188,8 +174,8 @@ def spawn_args(tmp_path):
     return (str(tmp_path / "p.py"), "<cell>", [], str(tmp_path), None, out_w, err_w, theirs.fileno(), None)
 
 
-def test_a_zygote_that_does_not_answer_is_given_up_on_and_ended(tmp_path, stuck_zygote, monkeypatch):
-    supervisor = guest_module("supervisor")
+def test_a_zygote_that_does_not_answer_is_given_up_on_and_ended(tmp_path, stuck_zygote, monkeypatch, guest_import):
+    supervisor = guest_import("supervisor")
     proc, path = stuck_zygote
     monkeypatch.setattr(supervisor.WarmChild, "SOCKET", str(path))
     monkeypatch.setattr(supervisor, "ZYGOTE_SECONDS", 0.5)
@@ -199,8 +185,8 @@ def test_a_zygote_that_does_not_answer_is_given_up_on_and_ended(tmp_path, stuck_
     assert proc.wait(10) == -9 and not path.exists()  # the next run starts a fresh zygote
 
 
-def test_a_stop_while_waiting_for_the_zygote_ends_the_wait(tmp_path, stuck_zygote, monkeypatch):
-    supervisor = guest_module("supervisor")
+def test_a_stop_while_waiting_for_the_zygote_ends_the_wait(tmp_path, stuck_zygote, monkeypatch, guest_import):
+    supervisor = guest_import("supervisor")
     _, path = stuck_zygote
     monkeypatch.setattr(supervisor.WarmChild, "SOCKET", str(path))
     monkeypatch.setattr(supervisor, "ZYGOTE_SECONDS", 3600)  # only the stop can end it
@@ -213,8 +199,8 @@ def test_a_stop_while_waiting_for_the_zygote_ends_the_wait(tmp_path, stuck_zygot
     assert len(asked) >= 4  # it kept waiting until the stop came
 
 
-def test_trace_lines_older_than_the_program_are_skipped_and_counted(capsys):
-    bootstrap = guest_module("bootstrap")
+def test_trace_lines_older_than_the_program_are_skipped_and_counted(capsys, guest_import):
+    bootstrap = guest_import("bootstrap")
     lines = [b"  python3-1 [000] d..31  100.000001: bpf_trace_printk: old one",
              b"  python3-1 [001] d..31  100.500000: bpf_trace_printk: old two",
              b"CPU:1 [LOST 3 EVENTS]",

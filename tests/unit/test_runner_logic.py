@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,16 +16,11 @@ from ebpf_lab.runner.run import Line
 from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.transport.target import SshTarget
 
-GUEST = Path(__file__).resolve().parents[2] / "ebpf_lab" / "runner"
 
 
 @pytest.fixture
-def guest_modules(monkeypatch):
-    """The guest's modules, importable as in the VM (protocol.py sits beside them there)."""
-    monkeypatch.syspath_prepend(str(GUEST))
-    monkeypatch.syspath_prepend(str(GUEST / "guest"))
-    import supervisor
-    return supervisor
+def guest_modules(guest_import):
+    return guest_import("supervisor")
 
 
 def test_header_round_trip_and_version_check():

@@ -4,12 +4,10 @@ same things from a real program in the VM)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import sys
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -227,20 +225,8 @@ def test_a_zlib_bomb_is_refused_at_the_limit():
     assert peak < 2 * protocol.MAX_STRUCTS_BYTES + 8 * 2**20
 
 
-def guest_module(name: str):
-    guest = Path(protocol.__file__).parent / "guest"
-    sys.path[:0] = [str(guest), str(guest.parent)]
-    try:
-        spec = importlib.util.spec_from_file_location(f"guest_{name}", guest / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        del sys.path[:2]
-
-
-def test_the_supervisor_passes_on_a_programs_notes_signed_and_drops_what_only_it_may_say():
-    supervisor = guest_module("supervisor")
+def test_the_supervisor_passes_on_a_programs_notes_signed_and_drops_what_only_it_may_say(guest_import):
+    supervisor = guest_import("supervisor")
     header = protocol.RunHeader(source="", key=KEY)
     sup = supervisor.Supervisor.__new__(supervisor.Supervisor)
     sup.header, sup.records_flow = header, False
