@@ -17,7 +17,6 @@ from ebpf_lab.transport.ssh import SshTransport
 from ebpf_lab.transport.target import SshTarget
 
 
-
 @pytest.fixture
 def guest_modules(guest_import):
     return guest_import("supervisor")
