@@ -47,10 +47,18 @@ def provision_dir() -> Path:
 
 
 
+# A Unix socket path holds at most 104 bytes (macOS; 108 on Linux), and ssh builds its master's
+# socket as <dir>/<name>.<16 random characters> first: a directory past this length leaves too little.
+RUNTIME_DIR_MAX = 60
+
+
 def runtime_dir() -> Path:
-    """A short, private directory for sockets (Unix socket paths are limited to ~104 bytes)."""
+    """A short, private directory for sockets: $XDG_RUNTIME_DIR/ebpf-lab, or /tmp/ebpf-lab-UID when
+    there is none or it is too long for a socket path."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    d = Path(base) / "ebpf-lab" if base else Path(f"/tmp/ebpf-lab-{os.getuid()}")
+    d = Path(base) / "ebpf-lab" if base else None
+    if d is None or len(str(d)) > RUNTIME_DIR_MAX:
+        d = Path(f"/tmp/ebpf-lab-{os.getuid()}")
     d.parent.mkdir(parents=True, exist_ok=True)
     try:
         d.mkdir(mode=0o700)

@@ -32,6 +32,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def short_tmp():
+    """A private directory whose path is short enough for the lab's sockets (pytest's tmp_path grows
+    with the test's name and the run's number, past what a socket path may hold)."""
+    import shutil
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="el-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
 def lab():
     """The lab on the selected backend, reused while the same machine runs. A machine that stopped
     answering (a test hung the guest) is reported and restarted, so that one hang fails its own test

@@ -5,6 +5,7 @@ every later command down to a few milliseconds.
 """
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 from pathlib import Path
@@ -19,7 +20,10 @@ SSH_UNREACHABLE = 255
 class SshTransport:
     def __init__(self, target: SshTarget) -> None:
         self.target = target
-        self._control_path = runtime_dir() / "%C"
+        # Our own short name rather than ssh's %C (40 hex digits): it leaves room under the socket
+        # path limit, and one machine (host, port, user, key alias) still gets one master.
+        name = hashlib.sha256(repr((target.host, target.port, target.user, str(target.identity), target.options)).encode()).hexdigest()[:16]
+        self._control_path = runtime_dir() / f"ssh-{name}"
 
     def argv(self, command: str, as_root: bool = True) -> list[str]:
         t = self.target

@@ -36,10 +36,9 @@ def test_a_cache_dir_others_can_write_is_refused(tmp_path, monkeypatch):
     assert paths.cache_dir() == fresh and (fresh.stat().st_mode & 0o777) == 0o700
 
 
-def test_qmp_and_the_data_ports_live_in_the_private_runtime_dir(tmp_path, monkeypatch):
+def test_qmp_and_the_data_ports_live_in_the_private_runtime_dir(tmp_path, short_tmp, monkeypatch):
     monkeypatch.setenv("EBPF_LAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    (tmp_path / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
     control = embedded._control_dir()
     assert control.parent == paths.runtime_dir() and (control.stat().st_mode & 0o777) == 0o700
     image = SimpleNamespace(kernel=tmp_path / "k", disk=tmp_path / "d")

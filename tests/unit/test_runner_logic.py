@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,21 +52,35 @@ def test_ssh_ignores_user_config_for_lab_vms_and_never_forwards(tmp_path, monkey
     assert "-F" not in remote and "ForwardAgent=no" in remote and remote[-3] == "--"
 
 
-def test_runtime_dir_refuses_symlinks_and_open_directories(tmp_path, monkeypatch):
+def test_runtime_dir_refuses_symlinks_and_open_directories(short_tmp, monkeypatch):
     from ebpf_lab.paths import runtime_dir
 
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    (tmp_path / "elsewhere").mkdir(mode=0o700)
-    (tmp_path / "ebpf-lab").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
+    (short_tmp / "elsewhere").mkdir(mode=0o700)
+    (short_tmp / "ebpf-lab").symlink_to(short_tmp / "elsewhere")
     with pytest.raises(UnsafeRuntimeDir, match="not a plain directory"):
         runtime_dir()
-    (tmp_path / "ebpf-lab").unlink()
-    (tmp_path / "ebpf-lab").mkdir()
-    os.chmod(tmp_path / "ebpf-lab", 0o777)
+    (short_tmp / "ebpf-lab").unlink()
+    (short_tmp / "ebpf-lab").mkdir()
+    os.chmod(short_tmp / "ebpf-lab", 0o777)
     with pytest.raises(UnsafeRuntimeDir, match="chmod 700"):
         runtime_dir()
-    os.chmod(tmp_path / "ebpf-lab", 0o700)
-    assert runtime_dir() == tmp_path / "ebpf-lab"
+    os.chmod(short_tmp / "ebpf-lab", 0o700)
+    assert runtime_dir() == short_tmp / "ebpf-lab"
+
+
+def test_a_runtime_dir_too_long_for_sockets_falls_back_to_tmp(tmp_path, monkeypatch):
+    from ebpf_lab.paths import RUNTIME_DIR_MAX, runtime_dir
+    from ebpf_lab.transport.ssh import SshTransport
+    from ebpf_lab.transport.target import SshTarget
+
+    long = tmp_path / ("x" * RUNTIME_DIR_MAX)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(long))
+    assert runtime_dir() == Path(f"/tmp/ebpf-lab-{os.getuid()}")
+    argv = SshTransport(SshTarget(kind="ssh", host="h", port=22, user="u")).argv("true")
+    control = next(a for a in argv if a.startswith("ControlPath=")).split("=", 1)[1]
+    # ssh appends '.' and 16 random characters to the master's socket while it sets it up.
+    assert len(control) + 17 < 104
 
 
 class FakeRun:

@@ -44,22 +44,22 @@ def test_the_lab_finds_the_running_vagrant_vm_by_itself(tmp_path):
     assert not (tmp_path / "images").exists()
 
 
-def test_a_vagrant_machine_whose_host_key_changed_is_refused(tmp_path, monkeypatch):
+def test_a_vagrant_machine_whose_host_key_changed_is_refused(short_tmp, monkeypatch):
     """`vagrant ssh-config` says not to check host keys; the lab pins the key at first contact instead."""
     target = VagrantVM().target()
     option = dict(o.split("=", 1) for o in target.options)
     known_hosts, alias = option["UserKnownHostsFile"], option["HostKeyAlias"]
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # a fresh ssh master: no connection to reuse
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))  # a fresh ssh master: no connection to reuse
     assert Lab(target).sh("echo first contact").strip() == "first contact"
     pinned = open(known_hosts).read()
     assert pinned.startswith(alias + " ")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
-    other = (tmp_path / "other.pub").read_text().split()[:2]
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(short_tmp / "other")], check=True)
+    other = (short_tmp / "other.pub").read_text().split()[:2]
     try:
         with open(known_hosts, "w") as f:
             f.write(f"{alias} {' '.join(other)}\n")
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "again"))
-        (tmp_path / "again").mkdir(mode=0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp / "again"))
+        (short_tmp / "again").mkdir(mode=0o700)
         with pytest.raises(SshFailed, match="not the one pinned") as refused:
             Lab(target).sh("true")
         assert f"ssh-keygen -R {alias}" in refused.value.fix
