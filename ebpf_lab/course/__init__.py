@@ -1,22 +1,18 @@
 """Chapter exercises: self-checks that judge the learner's answer by what the kernel did, and
-reference solutions to reveal on purpose."""
-from .checks import (check_bytecode_exercise, check_kprobe_exercise, check_map_exercise, check_ringbuf_exercise,
-                     check_setup, check_tailcall_exercise, check_xdp_exercise, xdp_globals)
-from .core_check import check_core_exercise
-from .network_check import check_xdp_drop_exercise
-from .pinning_check import check_pinning_exercise
-from .program_types_check import check_histogram_exercise
+reference solutions to reveal on purpose (one module per chapter in `exercises/`, its solution
+in `solutions/` under the same name)."""
+from .exercises import (ch01_kprobes, ch02_maps, ch03_perf_and_ring_buffers, ch04_tail_calls,
+                        ch05_bytecode_and_registers, ch06_bpftool, ch07_syscalls_and_pinning, ch08_verifier,
+                        ch09_core_and_libbpf, ch10_program_types, ch11_measuring, ch12_xdp_and_tc)
+from .setup_check import check_setup
 from .solutions import show_solution, solution
 from .verdict import Verdict
-from .verifier_check import check_verifier_exercise
 
-# Exercise name (as in %%exercise NAME and show_solution(NAME)) -> its check, in chapter order.
-CHECKS = {"kprobes": check_kprobe_exercise, "maps": check_map_exercise, "ringbuf": check_ringbuf_exercise,
-          "tailcalls": check_tailcall_exercise, "bytecode": check_bytecode_exercise, "xdp": check_xdp_exercise,
-          "pinning": check_pinning_exercise, "verifier": check_verifier_exercise, "core": check_core_exercise,
-          "histogram": check_histogram_exercise, "xdp_drop": check_xdp_drop_exercise}
+# The chapters' exercises, in chapter order: a new chapter adds its module here.
+EXERCISES = [ch01_kprobes, ch02_maps, ch03_perf_and_ring_buffers, ch04_tail_calls, ch05_bytecode_and_registers,
+             ch06_bpftool, ch07_syscalls_and_pinning, ch08_verifier, ch09_core_and_libbpf, ch10_program_types,
+             ch11_measuring, ch12_xdp_and_tc]
+# Exercise name (as in %%exercise NAME and show_solution(NAME)) -> its check.
+CHECKS = {exercise.NAME: exercise.check for exercise in EXERCISES}
 
-__all__ = ["CHECKS", "Verdict", "check_bytecode_exercise", "check_core_exercise", "check_histogram_exercise",
-           "check_kprobe_exercise", "check_map_exercise", "check_pinning_exercise", "check_ringbuf_exercise",
-           "check_setup", "check_tailcall_exercise", "check_verifier_exercise", "check_xdp_drop_exercise",
-           "check_xdp_exercise", "show_solution", "solution", "xdp_globals"]
+__all__ = ["CHECKS", "EXERCISES", "Verdict", "check_setup", "show_solution", "solution"]

@@ -82,35 +82,74 @@ def kernel_view(lab: Lab, before: set[int]) -> KernelView:
     return view
 
 
+class Session:
+    """A learner's answer running in the VM while a check acts and looks, then stopped.
+
+    `with Session(lab, answer, workload) as session:` starts the answer, waits until its probes are attached
+    and `workload` (run by the runner, inside the run) is done, and keeps the Observation of that moment in
+    `session.observation`; the check may then run more load (`evidence.run_as`) and look again (`look()`).
+    The answer is stopped on the way out; an answer that failed or could not be judged has
+    `observation.failure` set, and the check should return it."""
+
+    def __init__(self, lab: Lab, answer: str, workload: list[str], deadline: float = DEADLINE) -> None:
+        self.lab, self.answer, self.workload, self.deadline = lab, answer, workload, deadline
+
+    def __enter__(self) -> "Session":
+        self.lab.clear_trace_buffer()  # lines left by earlier programs must not count for this answer
+        self.before = self.lab.prog_ids()
+        self.run = run = self.lab.start(self.answer, timeout=self.deadline, workload=self.workload)
+        running_since: list[float] = []
+
+        def ready(r: Run) -> bool:
+            events = list(r.events)
+            if sum(e.get("kind") == protocol.WORKLOAD for e in events) >= len(self.workload):
+                return True
+            # The load starts once a probe is attached; a program that only loaded one never gets it.
+            if not running_since and any(e.get("kind") == protocol.RUNNING for e in events):
+                running_since.append(time.monotonic())
+            return (bool(running_since) and not any(e.get("kind") == protocol.ATTACHED for e in events)
+                    and time.monotonic() - running_since[0] > NO_ATTACH_GRACE)
+
+        try:
+            finished = run.wait_for(ready, self.deadline)
+            view = self.look()
+            self.observation = Observation(run, view, self._failure(finished, view))
+        except BaseException:
+            run.stop()
+            raise
+        return self
+
+    def look(self) -> KernelView:
+        """What the kernel holds now of what the answer created."""
+        return kernel_view(self.lab, self.before)
+
+    def workload_pids(self) -> set[int]:
+        """The pids the runner's workload ran as."""
+        return {pid for e in list(self.run.events) if e.get("kind") == protocol.WORKLOAD for pid in e.get("pids", [])}
+
+    def _failure(self, finished: bool, view: KernelView) -> str | None:
+        if self.run.done:
+            try:
+                self.run.raise_for_status()
+            except ProgramFailed as e:
+                return f"your program failed in the VM: {e}"
+            if not finished:
+                return "your program ended before the load ran: keep it running (e.g. b.trace_print() or a polling loop)"
+        if not finished and not view.progs:
+            return "your program could not be judged: the load did not run in time"
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.run.stop()
+        if self.observation.failure is None:
+            try:
+                self.run.raise_for_status()
+            except ProgramFailed as e:  # it failed while the check looked: what it said is the verdict
+                self.observation.failure = f"your program failed in the VM: {e}"
+
+
 def observe(lab: Lab, answer: str, workload: list[str], deadline: float = DEADLINE) -> Observation:
     """Run `answer` with `workload`; once the workload is done, look at the kernel, then stop the run."""
-    lab.clear_trace_buffer()  # lines left by earlier programs must not count for this answer
-    before = lab.prog_ids()
-    run = lab.start(answer, timeout=deadline, workload=workload)
-    running_since: list[float] = []
-
-    def ready(r: Run) -> bool:
-        events = list(r.events)
-        if sum(e.get("kind") == protocol.WORKLOAD for e in events) >= len(workload):
-            return True
-        # The load starts once a probe is attached; a program that only loaded one never gets it.
-        if not running_since and any(e.get("kind") == protocol.RUNNING for e in events):
-            running_since.append(time.monotonic())
-        return (bool(running_since) and not any(e.get("kind") == protocol.ATTACHED for e in events)
-                and time.monotonic() - running_since[0] > NO_ATTACH_GRACE)
-
-    try:
-        finished = run.wait_for(ready, deadline)
-        view = kernel_view(lab, before)
-    finally:
-        run.stop()
-    try:
-        run.raise_for_status()
-    except ProgramFailed as e:
-        return Observation(run, view, f"your program failed in the VM: {e}")
-    if not finished and run.done:
-        return Observation(run, view, "your program ended before the load ran: keep it running "
-                                      "(e.g. b.trace_print() or a polling loop)")
-    if not finished and not view.progs:
-        return Observation(run, view, "your program could not be judged: the load did not run in time")
-    return Observation(run, view)
+    with Session(lab, answer, workload, deadline) as session:
+        pass
+    return session.observation

@@ -1,8 +1,11 @@
 """What every self-check answers with, and the judgements all of them start from."""
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
+
+from ..printable import printable
 
 from .observe import KernelView
 
@@ -14,6 +17,12 @@ class Verdict:
 
     def __repr__(self) -> str:
         return ("PASS: " if self.passed else "NOT YET: ") + self.message
+
+    def _repr_html_(self) -> str:
+        """In a notebook: a coloured box that says PASS or NOT YET at a glance, then the message."""
+        word, colour, tint = ("PASS", "#1a7f37", "#dafbe1") if self.passed else ("NOT YET", "#9a6700", "#fff8c5")
+        return (f"<div style='border-left:6px solid {colour};background:{tint};padding:6px 10px;margin:4px 0'>"
+                f"<b style='color:{colour}'>{word}</b> {html.escape(printable(self.message))}</div>")
 
     def __bool__(self) -> bool:
         return self.passed

@@ -50,7 +50,7 @@ class Veth:
     """The host's end of a veth pair (`host`, `host_ip`) and its peer (`peer`, `peer_ip`) in the
     network namespace `netns`; `exchange` sends traffic from the namespace to the host."""
 
-    def __init__(self, lab, name: str = "ch11", subnet: int = 0) -> None:
+    def __init__(self, lab, name: str = "ch12", subnet: int = 0) -> None:
         self.lab = lab
         self._pair = nettools.VethPair(name, subnet)
         self.netns, self.host, self.peer = self._pair.netns, self._pair.host, self._pair.peer
@@ -60,12 +60,14 @@ class Veth:
     def __repr__(self) -> str:
         return repr(self._pair)
 
-    def exchange(self, udp: dict[int, int], pings: int = 0, tcp_port: int = 7777) -> dict:
-        """From the namespace: `udp` ({port: datagrams}), `pings` echo requests, one TCP connection to
-        `tcp_port`, to listeners on the host end. What was sent, and which datagrams arrived:
+    def exchange(self, udp: dict[int, int], pings: int = 0, tcp_port: int = 7777,
+                 udp_with_options: dict[int, int] | None = None) -> dict:
+        """From the namespace: `udp` ({port: datagrams}) and `udp_with_options` (the same, sent with IPv4
+        options: a 24-byte IP header), `pings` echo requests, one TCP connection to `tcp_port`, to
+        listeners on the host end. What was sent, and which datagrams arrived:
         {"sent": {"udp_sent", "pings", "echo_replies", "tcp_connected"}, "received": {port: count}}."""
         out = self.lab.guest_tool("exchange", self.netns, self.subnet, json.dumps(udp), pings, tcp_port,
-                                  module="nettools")
+                                  json.dumps(udp_with_options or {}), module="nettools")
         result = json.loads(out)
         result["sent"]["udp_sent"] = {int(p): n for p, n in result["sent"]["udp_sent"].items()}
         result["received"] = {int(p): n for p, n in result["received"].items()}
@@ -73,7 +75,7 @@ class Veth:
 
 
 @contextmanager
-def veth_pair(lab, name: str = "ch11", subnet: int = 0) -> Iterator[Veth]:
+def veth_pair(lab, name: str = "ch12", subnet: int = 0) -> Iterator[Veth]:
     """A veth pair between the VM and a new network namespace `name`, 10.11.`subnet`.1 <-> .2, for
     the block; deleting it also removes every XDP program and qdisc attached to it."""
     veth = Veth(lab, name, subnet)

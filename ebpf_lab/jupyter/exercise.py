@@ -20,7 +20,7 @@ class ExerciseMagics(Magics):
 
         NAME is one of: kprobes, maps, ringbuf, tailcalls (Python with bcc), bytecode, xdp (C), then
         pinning (Python), verifier (C for bcc: three functions), core (BPF C with vmlinux.h, built with
-        clang), histogram (Python), xdp_drop (C): chapters 7 to 11.
+        clang), uprobes, histogram (Python), xdp_drop (C): chapters 7 to 12.
         The verdict is also kept in `_verdict`.
         """
         name = line.strip()

@@ -74,7 +74,7 @@ ATTACHED = "attached"        # how: an attach_* call returned
 LOADED = "loaded"            # name: load_func() loaded a program (e.g. for a tail call), not attached yet
 RUNNING = "running"          # reason: the --timeout clock starts (attached, loaded or first output)
 EXCEPTION = "exception"      # type, message, traceback: the program died of an exception
-WORKLOAD = "workload"        # user, command, count: a workload spec finished
+WORKLOAD = "workload"        # user, command, count, pids: a workload spec finished
 TIMEOUT = "timeout"          # after: the run time was used up; the program was signalled
 COMPILE_TIMEOUT = "compile_timeout"  # after: the program never got running within the compile limit
 KILLED = "killed"            # after: SIGINT was not enough; everything in the run's cgroup was killed
@@ -319,7 +319,7 @@ _CONTROL_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     KILLED: {"after": (int, float)},
     LEFT_LOADED: {"objects": (list,)},
     LIMIT: {"memory_max": (int,), "pids_max": (int,), "memory": (int,), "pids": (int,)},
-    WORKLOAD: {"user": (str,), "error": (str, type(None))},
+    WORKLOAD: {"user": (str,), "error": (str, type(None)), "pids": (list,)},
     EXIT: {"status": (int, type(None))},
 }
 

@@ -5,7 +5,6 @@ import struct
 
 import pytest
 
-from ebpf_lab.course.core_check import judge_records
 from ebpf_lab.inspect.btf_ext import ObjectFormatError, core_relocations, elf_sections
 
 STRINGS = b"\0int\0task_struct\0pid\0real_parent\0kprobe/x\0" + b"0:1\0" + b"0\0"
@@ -65,25 +64,3 @@ def test_sections_are_found_by_name():
 def test_what_is_not_a_bpf_object_with_btf_says_so(data, hint):
     with pytest.raises(ObjectFormatError, match=hint):
         core_relocations(data if data is not None else _elf({"license": b"GPL\0"}))
-
-
-def _record(*words: int) -> str:
-    return struct.pack(f"<{len(words)}I", *words).hex()
-
-
-def test_the_parent_pid_in_every_record_passes():
-    report = {"parent": 500, "children": [501, 502, 503], "maps": {},
-              "ringbufs": {"execs": [_record(c, 500) for c in (501, 502, 503)] + [_record(7, 1)]}}
-    assert judge_records(report) == ("your ring buffer 'execs' held it in 3 records", 3)
-
-
-def test_a_hash_map_keyed_by_the_parent_passes():
-    report = {"parent": 500, "children": [501], "ringbufs": {},
-              "maps": {"by_parent": {_record(500): struct.pack("<Q", 3).hex(), _record(1): _record(0, 0)}}}
-    assert judge_records(report)[0] == "your map 'by_parent' has it as a key"
-
-
-def test_the_children_own_pids_are_told_apart():
-    report = {"parent": 500, "children": [501, 502, 503], "maps": {},
-              "ringbufs": {"execs": [_record(c, c) for c in (501, 502, 503)]}}
-    assert judge_records(report) == (None, 3)

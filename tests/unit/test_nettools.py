@@ -1,4 +1,4 @@
-"""Chapter 11's crafted packets and the verifier's reason, checked here on the host (stdlib only)."""
+"""Chapter 12's crafted packets and the verifier's reason, checked here on the host (stdlib only)."""
 import socket
 import struct
 
@@ -41,11 +41,11 @@ def test_checksum_is_rfc1071():
 
 
 def test_veth_pair_names_and_commands():
-    pair = nt.VethPair("ch11", subnet=3)
-    assert (pair.host, pair.peer, pair.host_ip, pair.peer_ip) == ("ch11-host", "ch11-ns", "10.11.3.1", "10.11.3.2")
+    pair = nt.VethPair("ch12", subnet=3)
+    assert (pair.host, pair.peer, pair.host_ip, pair.peer_ip) == ("ch12-host", "ch12-ns", "10.11.3.1", "10.11.3.2")
     commands = pair.commands()
     # What a killed run left goes first, quietly; then the namespace.
-    assert commands[:3] == [*pair.down_commands(), "ip netns add ch11"] and "|| true" in commands[0]
+    assert commands[:3] == [*pair.down_commands(), "ip netns add ch12"] and "|| true" in commands[0]
     # IPv6 goes off before the links come up, so the pair sends nothing of its own.
     assert max(i for i, c in enumerate(commands) if "disable_ipv6" in c) < min(
         i for i, c in enumerate(commands) if c.endswith(" up"))

@@ -3,7 +3,7 @@ execve passes in either style (ring buffer, hash map); a program without CO-RE r
 dereferences kernel pointers like bcc code, and one that records the wrong pid fail with their hints."""
 from __future__ import annotations
 
-from ebpf_lab.course import check_core_exercise, solution
+from ebpf_lab.course import CHECKS, solution
 
 from .verdicts import fails, passes
 
@@ -55,29 +55,37 @@ int record_parent(void *ctx) {
 
 
 def test_reference_solution_passes(lab, clean_kernel):
-    verdict = passes(check_core_exercise(lab, solution("core")))
+    verdict = passes(CHECKS["core"](lab, solution("core")))
     assert "task_struct.real_parent" in verdict.message
 
 
 def test_a_hash_map_keyed_by_the_parent_passes(lab, clean_kernel):
-    passes(check_core_exercise(lab, BY_PARENT_IN_A_HASH))
+    passes(CHECKS["core"](lab, BY_PARENT_IN_A_HASH))
 
 
 def test_a_bcc_style_dereference_is_refused_with_a_hint(lab, clean_kernel):
     direct = solution("core").replace("BPF_CORE_READ(task, real_parent, tgid)", "task->real_parent->tgid")
-    fails(check_core_exercise(lab, direct), "dereferences a kernel pointer directly")
+    fails(CHECKS["core"](lab, direct), "dereferences a kernel pointer directly")
 
 
 def test_the_process_own_pid_is_not_its_parent(lab, clean_kernel):
     own = solution("core").replace("BPF_CORE_READ(task, real_parent, tgid)", "BPF_CORE_READ(task, tgid)")
-    fails(check_core_exercise(lab, own), "pids of the 3 /bin/true processes themselves")
+    fails(CHECKS["core"](lab, own), "pids of the 3 /bin/true processes themselves")
+
+
+def test_the_grandparent_next_to_the_own_pid_is_told_as_it_is(lab, clean_kernel):
+    """An answer that records its own pid and goes one real_parent too far: the hint names both."""
+    grandparent = solution("core").replace("BPF_CORE_READ(task, real_parent, tgid)",
+                                           "BPF_CORE_READ(task, real_parent, real_parent, tgid)")
+    assert grandparent != solution("core")
+    fails(CHECKS["core"](lab, grandparent), "the parent's own parent")
 
 
 def test_fixed_offsets_are_not_co_re(lab, clean_kernel):
-    fails(check_core_exercise(lab, FIXED_OFFSETS), "no CO-RE relocation")
+    fails(CHECKS["core"](lab, FIXED_OFFSETS), "no CO-RE relocation")
 
 
 def test_the_template_is_unfinished(lab):
     template = (HEAD + 'SEC("tracepoint/syscalls/sys_enter_execve")\n'
                 'int record_parent(void *ctx) {\n    TODO\n}\n' + TAIL)
-    fails(check_core_exercise(lab, template), "replace the TODO")
+    fails(CHECKS["core"](lab, template), "replace the TODO")

@@ -1,12 +1,12 @@
-"""Chapter 11's self-check: the reference and another style pass; wrong answers fail with a hint,
-and nothing (pin, XDP attachment, namespace, veth) is left behind."""
+"""Chapter 12's self-check: the reference and another style pass; wrong answers (a UDP header taken at
+ip + 1 among them) fail with a hint, and nothing (pin, XDP attachment, namespace, veth) is left behind."""
 from __future__ import annotations
 
-from ebpf_lab.course import CHECKS, check_xdp_drop_exercise, solution
+from ebpf_lab.course import CHECKS, solution
 
 from .verdicts import fails, passes
 
-# Fixed offsets, one bounds check for all three headers, and a switch: no struct pointers.
+# Bytes and offsets, the IP header's length from its first byte, and a switch: no struct pointers.
 OFFSETS_STYLE = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -15,13 +15,16 @@ SEC("xdp")
 int drop_7777(struct xdp_md *ctx) {
     unsigned char *p = (void *)(long)ctx->data;
     unsigned char *end = (void *)(long)ctx->data_end;
-    if (p + 14 + 20 + 4 > end)
+    if (p + 14 + 20 > end)
         return XDP_PASS;
     if (p[12] != 0x08 || p[13] != 0x00)   /* ethertype IPv4 */
         return XDP_PASS;
+    unsigned char *udp = p + 14 + (p[14] & 0x0f) * 4;  /* the low nibble of byte 0: header length in words */
+    if (udp + 4 > end)
+        return XDP_PASS;
     switch (p[14 + 9]) {                  /* IP protocol */
     case 17:
-        if (p[14 + 20 + 2] == 7777 >> 8 && p[14 + 20 + 3] == (7777 & 0xff))
+        if (udp[2] == 7777 >> 8 && udp[3] == (7777 & 0xff))
             return XDP_DROP;
         return XDP_PASS;
     default:
@@ -57,28 +60,31 @@ char LICENSE[] SEC("license") = "GPL";
 
 def nothing_left(lab):
     assert all(not d["xdp"] and not d["tc"] for d in lab.bpftool("net", "list"))
-    assert "ch11" not in lab.sh("ip netns list; ip -o link")
-    assert "ch11" not in lab.sh("ls /sys/fs/bpf")
+    assert "ch12" not in lab.sh("ip netns list; ip -o link")
+    assert "ch12" not in lab.sh("ls /sys/fs/bpf")
 
 
 def test_xdp_drop_is_registered():
-    assert CHECKS["xdp_drop"] is check_xdp_drop_exercise and "XDP_DROP" in solution("xdp_drop")
+    assert "XDP_DROP" in solution("xdp_drop")
 
 
 def test_right_answers_pass(lab, clean_kernel):
-    passes(check_xdp_drop_exercise(lab, solution("xdp_drop")))
-    passes(check_xdp_drop_exercise(lab, OFFSETS_STYLE))
+    passes(CHECKS["xdp_drop"](lab, solution("xdp_drop")))
+    passes(CHECKS["xdp_drop"](lab, OFFSETS_STYLE))
     nothing_left(lab)
 
 
 def test_wrong_answers_fail_with_a_hint(lab, clean_kernel):
     right = solution("xdp_drop")
-    fails(check_xdp_drop_exercise(lab, right.replace("return XDP_PASS;", "return XDP_DROP;")),
+    fails(CHECKS["xdp_drop"](lab, right.replace("return XDP_PASS;", "return XDP_DROP;")),
           "dropped every packet")
-    fails(check_xdp_drop_exercise(lab, right.replace(" || ip->protocol != IPPROTO_UDP", "")),
+    fails(CHECKS["xdp_drop"](lab, right.replace(" || ip->protocol != IPPROTO_UDP", "")),
           "TCP to 7777 was dropped too")
-    fails(check_xdp_drop_exercise(lab, right.replace("bpf_htons(7777)", "7777")), "bpf_htons(7777)")
-    verdict = fails(check_xdp_drop_exercise(lab, NO_BOUNDS_CHECK), "verifier rejected")
+    fails(CHECKS["xdp_drop"](lab, right.replace("bpf_htons(7777)", "7777")), "bpf_htons(7777)")
+    at_ip_plus_one = right.replace("(void *)ip + ip->ihl * 4", "(void *)(ip + 1)")
+    assert at_ip_plus_one != right
+    fails(CHECKS["xdp_drop"](lab, at_ip_plus_one), "not at ip + 1")
+    verdict = fails(CHECKS["xdp_drop"](lab, NO_BOUNDS_CHECK), "verifier rejected")
     assert "outside of the packet" in verdict.message and "data_end" in verdict.message
-    fails(check_xdp_drop_exercise(lab, "#include <linux/bpf.h>\nTODO\n"), "replace the TODO")
+    fails(CHECKS["xdp_drop"](lab, "#include <linux/bpf.h>\nTODO\n"), "replace the TODO")
     nothing_left(lab)

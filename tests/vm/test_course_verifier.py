@@ -3,7 +3,7 @@ with the verifier's three reasons; answers that are still rejected show the reas
 verifier accepts but that no longer do their job say which behaviour is wrong."""
 from __future__ import annotations
 
-from ebpf_lab.course import CHECKS, check_verifier_exercise, solution
+from ebpf_lab.course import CHECKS, solution
 
 from .verdicts import fails_saying_all, passes
 
@@ -54,8 +54,7 @@ int drop_icmp(struct xdp_md *ctx) {
 
 
 def test_reference_passes_and_is_registered(lab, clean_kernel):
-    assert CHECKS["verifier"] is check_verifier_exercise
-    passes(check_verifier_exercise(lab, solution("verifier")))
+    passes(CHECKS["verifier"](lab, solution("verifier")))
 
 
 def test_fixes_in_another_style_pass(lab, clean_kernel):
@@ -67,11 +66,11 @@ def test_fixes_in_another_style_pass(lab, clean_kernel):
                       "if (uid < 2048)\n        s->count[uid] += 1;")
              .replace("    // TODO: invalid access to packet\n",
                       "    if (data + sizeof(*eth) + sizeof(*ip) > data_end)\n        return XDP_PASS;\n"))
-    passes(check_verifier_exercise(lab, other))
+    passes(CHECKS["verifier"](lab, other))
 
 
 def test_template_is_rejected_three_times_with_the_reasons(lab, clean_kernel):
-    fails_saying_all(check_verifier_exercise(lab, TEMPLATE), "0 of 3 done",
+    fails_saying_all(CHECKS["verifier"](lab, TEMPLATE), "0 of 3 done",
           "count_calls: still rejected by the verifier: R0 invalid mem access 'map_value_or_null'",
           "count_uid: still rejected by the verifier: ", "unbounded memory access",
           "drop_icmp: still rejected by the verifier: invalid access to packet")
@@ -89,7 +88,7 @@ def test_still_rejected_and_gutted_answers_say_what_is_wrong(lab, clean_kernel):
                       "if ((void *)(eth + 1) > data_end)\n        return XDP_DROP;")
              .replace("if ((void *)(ip + 1) > data_end)  // too short for an IPv4 header\n        return XDP_PASS;",
                       "if ((void *)(ip + 1) > data_end)\n        return XDP_DROP;"))
-    fails_saying_all(check_verifier_exercise(lab, wrong), "0 of 3 done", "counter_table = empty",
+    fails_saying_all(CHECKS["verifier"](lab, wrong), "0 of 3 done", "counter_table = empty",
           "count_uid: still rejected by the verifier: invalid access to map value",
           "a frame cut short in its IPv4 header got XDP_DROP")
 
@@ -98,4 +97,4 @@ def test_a_mask_instead_of_a_check_counts_the_wrong_uids(lab, clean_kernel):
     masked = solution("verifier").replace("if (uid >= 2048)  // now the verifier knows count[uid] stays inside the value\n        return 0;",
                                           "uid &= 2047;")
     assert masked != solution("verifier")
-    fails_saying_all(check_verifier_exercise(lab, masked), "2 of 3 done", "count_uid: accepted, but", "skip the others")
+    fails_saying_all(CHECKS["verifier"](lab, masked), "2 of 3 done", "count_uid: accepted, but", "skip the others")

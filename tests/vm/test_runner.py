@@ -27,7 +27,10 @@ def hellos(run) -> int:
 def test_hello_kprobe_line_arrives_while_execs_happen(lab, clean_kernel):
     run = lab.start(HELLO, workload=["alice:3"])
     assert run.wait_for(lambda r: hellos(r) >= 3 and r.has_event("workload"), DEADLINE), list(run.lines)
-    assert {"kind": "workload", "user": "alice", "command": ["/bin/true"], "count": 3} in run.events
+    workload = next(e for e in run.events if e["kind"] == "workload")
+    assert {k: workload[k] for k in ("user", "command", "count")} == {"user": "alice", "command": ["/bin/true"],
+                                                                       "count": 3}
+    assert len(set(workload["pids"])) == 3 and all(isinstance(pid, int) for pid in workload["pids"])
     assert run.phase == "running"
     run.interrupt()
     assert run.status == 130

@@ -158,7 +158,7 @@ def prog_test_run_as(prog_fd, uid, gid=None):
         raise RuntimeError(f"running the program as uid {uid}, gid {gid} failed: {e}") from None
 
 
-BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15
+BPF_PROG_GET_FD_BY_ID, BPF_MAP_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 14, 15
 
 
 class _ProgInfo(ctypes.Structure):  # struct bpf_prog_info: the leading fields we need, in uapi order
@@ -219,6 +219,92 @@ def prog_images(prog_id):
             "jited": jited.raw.hex(), "calls": {str(k): v for k, v in calls.items()}}
 
 
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _as_user(user):
+    """A preexec function that makes the child `user`, with their groups, and an environment for it."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+
+    def become():
+        os.initgroups(user, entry.pw_gid)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    env = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user, "PATH": USER_PATH, "LANG": "C.UTF-8"}
+    return become, env, entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
+
+
+def run_as(user, count, command):
+    """Run `command` `count` times as `user`, one after the other; the pids it ran as."""
+    become, env, cwd = _as_user(user)
+    pids = []
+    for _ in range(count):
+        with subprocess.Popen(command, preexec_fn=become, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+            pids.append(proc.pid)
+    return pids
+
+
+def slow_open(user, delay, timeout=300.0):
+    """`cat` a FIFO as `user`: its openat blocks until a writer comes, which comes `delay` seconds after
+    cat is seen blocked in openat. That one openat takes at least `delay` however fast the machine is.
+    {"pid": cat's pid, "blocked": seconds it waited in openat, measured here}."""
+    import tempfile
+    import time
+
+    nr = syscall_numbers("openat")["openat"]
+    folder = tempfile.mkdtemp(prefix="slow-open-")
+    os.chmod(folder, 0o755)
+    fifo = os.path.join(folder, "fifo")
+    os.mkfifo(fifo, 0o644)
+    become, env, cwd = _as_user(user)
+    try:
+        with subprocess.Popen(["/bin/cat", fifo], preexec_fn=become, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+            deadline = time.monotonic() + timeout
+            while not _in_syscall(proc.pid, nr):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("cat never blocked opening the FIFO")
+                time.sleep(0.01)
+            started = time.monotonic()
+            time.sleep(delay)
+            os.close(os.open(fifo, os.O_WRONLY))  # cat's openat returns now; it reads EOF and ends
+            blocked = time.monotonic() - started
+        return {"pid": proc.pid, "blocked": blocked}
+    finally:
+        os.unlink(fifo)
+        os.rmdir(folder)
+
+
+def _in_syscall(pid, nr):
+    """Is `pid` asleep in syscall `nr` waiting for a FIFO's other end (fs/pipe.c's wait_for_partner)?"""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/wchan") as f:
+            waiting = f.read()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] == str(nr) and ("partner" in waiting or "pipe" in waiting)
+
+
+def ringbuf_positions(map_id):
+    """(consumer, producer): how far a ring buffer map's reader has read and its writers have written, in
+    bytes since the map was created, read from the map's first two pages (mapped read-only, as a reader
+    maps them). What went through a ring buffer, whoever read it."""
+    import mmap
+
+    fd = _bpf(BPF_MAP_GET_FD_BY_ID, _GetFdById(prog_id=map_id))
+    try:
+        page = mmap.PAGESIZE
+        with mmap.mmap(fd, 2 * page, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            return struct.unpack_from("<Q", m, 0)[0], struct.unpack_from("<Q", m, page)[0]
+    finally:
+        os.close(fd)
+
+
 def main(argv):
     command, args = argv[0], argv[1:]
     if command == "syscall-numbers":  # [--generic] [NAME ...]
@@ -232,6 +318,12 @@ def main(argv):
         print(send_udp(int(args[0]), *(int(a) for a in args[1:2])))
     elif command == "prog-images":
         print(json.dumps(prog_images(int(args[0]))))
+    elif command == "run-as":  # USER COUNT COMMAND...
+        print(json.dumps(run_as(args[0], int(args[1]), args[2:])))
+    elif command == "slow-open":  # USER DELAY
+        print(json.dumps(slow_open(args[0], float(args[1]))))
+    elif command == "ringbuf-positions":
+        print(*ringbuf_positions(int(args[0])))
     elif command == "send-receive-udp":
         print(*send_and_receive_udp(int(args[0])))
     else:

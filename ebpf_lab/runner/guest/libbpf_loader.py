@@ -53,7 +53,8 @@ def _entries(fd, key_size, value_size):
 
 
 def run(path, user, count, command):
-    report = {"programs": [], "ringbufs": {}, "maps": {}, "parent": os.getpid(), "children": [], "error": None}
+    report = {"programs": [], "ringbufs": {}, "maps": {}, "parent": os.getpid(), "grandparent": os.getppid(),
+              "children": [], "error": None}
     obj = _lib.bpf_object__open_file(path.encode(), None)
     if not obj:
         report["error"] = f"libbpf could not open {path}: {os.strerror(ctypes.get_errno())}"

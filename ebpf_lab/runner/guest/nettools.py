@@ -43,10 +43,15 @@ def ethernet(payload, src="02:00:00:00:00:02", dst="02:00:00:00:00:01", ethertyp
     return _mac(dst) + _mac(src) + struct.pack("!H", ethertype) + payload
 
 
-def ipv4(payload, protocol, src="10.11.0.2", dst="10.11.0.1", ttl=64):
-    """An IPv4 header of 20 bytes (no options) with its checksum, then the payload."""
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, ttl, protocol, 0,
-                         socket.inet_aton(src), socket.inet_aton(dst))
+# Four bytes of IPv4 options (three no-ops and an end of list), which every stack accepts: a header of 24
+# bytes, so a program that takes the transport header at ip + 1 reads these bytes as its ports.
+NOP_OPTIONS = b"\x01\x01\x01\x00"
+
+
+def ipv4(payload, protocol, src="10.11.0.2", dst="10.11.0.1", ttl=64, options=b""):
+    """An IPv4 header (20 bytes, and `options`, a multiple of 4) with its checksum, then the payload."""
+    header = struct.pack("!BBHHHBBH4s4s", 0x40 | (5 + len(options) // 4), 0, 20 + len(options) + len(payload), 0,
+                         0x4000, ttl, protocol, 0, socket.inet_aton(src), socket.inet_aton(dst)) + options
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + payload
 
 
@@ -74,9 +79,9 @@ def icmp_echo(ident=1, seq=1, payload=b"ebpf-lab"):
     return message[:2] + struct.pack("!H", checksum(message)) + message[4:]
 
 
-def udp_packet(dport, payload=b"hello", sport=40000):
+def udp_packet(dport, payload=b"hello", sport=40000, ip_options=b""):
     """A whole Ethernet frame carrying UDP from the namespace's address to the host's."""
-    return ethernet(ipv4(udp(payload, sport, dport), IPPROTO_UDP))
+    return ethernet(ipv4(udp(payload, sport, dport), IPPROTO_UDP, options=ip_options))
 
 
 def tcp_packet(dport, sport=40000):
@@ -160,7 +165,7 @@ class VethPair:
 
 
 @contextlib.contextmanager
-def veth_pair(name="ch11", subnet=0):
+def veth_pair(name="ch12", subnet=0):
     pair = VethPair(name, subnet).up()
     try:
         yield pair
@@ -191,16 +196,20 @@ def _echo_replies(s, ident):
     return replies
 
 
-def send_mix(dst, udp, pings, tcp_port, timeout=60.0):
-    """Send from here: UDP datagrams ({port: count}), `pings` echo requests, then one TCP connection
-    to `tcp_port` carrying a line. The connection comes last on purpose: once its handshake is
-    done, everything sent before it has gone through the receiving stack (one queue, in order),
-    and every echo reply is already here. So nothing waits for what may never come."""
+def send_mix(dst, udp, pings, tcp_port, timeout=60.0, udp_with_options=None):
+    """Send from here: UDP datagrams ({port: count}; those of `udp_with_options` with IPv4 options,
+    NOP_OPTIONS), `pings` echo requests, then one TCP connection to `tcp_port` carrying a line. The
+    connection comes last on purpose: once its handshake is done, everything sent before it has gone
+    through the receiving stack (one queue, in order), and every echo reply is already here. So
+    nothing waits for what may never come."""
     ident = os.getpid() & 0xFFFF
     sent = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for port, count in udp.items():
-            sent[port] = sum(s.sendto(b"x" * 16, (dst, port)) == 16 for _ in range(count))
+    for batch, options in ((udp, b""), (udp_with_options or {}, NOP_OPTIONS)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            if options:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, options)
+            for port, count in batch.items():
+                sent[port] = sent.get(port, 0) + sum(s.sendto(b"x" * 16, (dst, port)) == 16 for _ in range(count))
     icmp = _ping(dst, pings, ident)
     with icmp:
         try:
@@ -277,11 +286,11 @@ def _drain(s):
     return got
 
 
-def exchange(pair, udp, pings=0, tcp_port=7777):
+def exchange(pair, udp, pings=0, tcp_port=7777, udp_with_options=None):
     """Listen on the host end, send the mix (see `send_mix`) from the namespace, and report what
     was sent and what arrived: {"sent": ..., "received": {port: datagrams}}."""
-    with _listeners(pair.host_ip, list(udp), tcp_port) as udps:
-        sent = in_netns(pair.netns, send_mix, pair.host_ip, udp, pings, tcp_port)
+    with _listeners(pair.host_ip, sorted({*udp, *(udp_with_options or {})}), tcp_port) as udps:
+        sent = in_netns(pair.netns, send_mix, pair.host_ip, udp, pings, tcp_port, 60.0, udp_with_options)
         # The sender's TCP handshake came after its datagrams: those that made it are queued here.
         received = {port: _drain(s) for port, s in udps.items()}
     return {"sent": sent, "received": received}
@@ -289,10 +298,10 @@ def exchange(pair, udp, pings=0, tcp_port=7777):
 
 def main(argv):
     command, args = argv[0], argv[1:]
-    if command == "exchange":  # NAME SUBNET UDP_JSON PINGS TCP_PORT
+    if command == "exchange":  # NAME SUBNET UDP_JSON PINGS TCP_PORT [UDP_WITH_OPTIONS_JSON]
         pair = VethPair(args[0], int(args[1]))
-        udp = {int(k): v for k, v in json.loads(args[2]).items()}
-        print(json.dumps(exchange(pair, udp, int(args[3]), int(args[4]))))
+        udp, with_options = ({int(k): v for k, v in json.loads(a).items()} for a in (args[2], (args[5:] or ["{}"])[0]))
+        print(json.dumps(exchange(pair, udp, int(args[3]), int(args[4]), with_options)))
     elif command == "stream":  # DST SECONDS (inside the namespace)
         try:
             stream(args[0], float(args[1]))

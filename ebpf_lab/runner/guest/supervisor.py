@@ -481,7 +481,7 @@ class Supervisor:
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
 
-        ran, error, first = 0, None, time.monotonic()
+        pids, error, first = [], None, time.monotonic()
         for i in range(spec.count):
             if spec.rate:
                 delay = first + i / spec.rate - time.monotonic()
@@ -490,13 +490,15 @@ class Supervisor:
             if self.done.is_set():
                 break
             try:
-                subprocess.run(spec.command, env=env, cwd=cwd, preexec_fn=become_user, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                with subprocess.Popen(spec.command, env=env, cwd=cwd, preexec_fn=become_user,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) as proc:
+                    pids.append(proc.pid)
             except (OSError, subprocess.SubprocessError) as e:
                 error = f"{spec.command[0]}: {e}"
                 break
-            ran += 1
-        fields = {"user": spec.user, "command": spec.command, "count": ran}
+        # The pids let a self-check tell what the kernel did for the workload from anything else on the machine.
+        fields = {"user": spec.user, "command": spec.command, "count": len(pids), "pids": pids}
         if error:
             fields["error"] = error
         self.outbox.control(protocol.WORKLOAD, **fields)

@@ -6,10 +6,12 @@ tell a real fix from a function emptied until the verifier had nothing left to o
 """
 from __future__ import annotations
 
-from ..errors import ProgramFailed
-from ..inspect.verifier_log import reason
-from ..lab import Lab
-from .verdict import Verdict
+from ...errors import ProgramFailed
+from ...inspect.verifier_log import reason
+from ...lab import Lab
+from ..verdict import Verdict
+
+NAME = "verifier"
 
 # (function, bcc program type): raw tracepoint programs can be test-run as any user; kprobes can't.
 FUNCTIONS = [("count_calls", "RAW_TRACEPOINT"), ("count_uid", "RAW_TRACEPOINT"), ("drop_icmp", "XDP")]
@@ -87,8 +89,7 @@ def _judge_drop_icmp(r: dict) -> str | None:
 JUDGES = {"count_calls": _judge_count_calls, "count_uid": _judge_count_uid, "drop_icmp": _judge_drop_icmp}
 
 
-def check_verifier_exercise(lab: Lab, answer: str) -> Verdict:
-    """The exercise: count_calls, count_uid and drop_icmp, accepted by the verifier and still working."""
+def check(lab: Lab, answer: str) -> Verdict:
     try:
         run = lab.run(_runner(answer), echo=False)
     except ProgramFailed as e:

@@ -11,16 +11,19 @@ import json
 import re
 import struct
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BpftoolError
-from ..inspect.btf_ext import CoreRelo
-from ..inspect.libbpf_build import LibbpfBuild
-from ..lab import Lab
-from .verdict import Verdict, unfinished
+from ...errors import BpftoolError
+from ...inspect.btf_ext import CoreRelo
+from ...inspect.libbpf_build import LibbpfBuild
+from ...lab import Lab
+from ..verdict import Verdict, unfinished
+
+NAME = "core"
 
 WORKDIR = "/tmp/ch09_check"  # plus a suffix per check: two checks may run at once
-LOADER = Path(__file__).resolve().parent.parent / "runner" / "guest" / "libbpf_loader.py"
+LOADER = Path(__file__).resolve().parents[2] / "runner" / "guest" / "libbpf_loader.py"
 RUNS = 3
 DIRECT_READ = re.compile(r"invalid mem access|R\d+ invalid|type=scalar expected|unknown func bpf_probe_read#")
 
@@ -31,24 +34,50 @@ def _words(hex_bytes: str) -> list[int]:
     return [v for (v,) in struct.iter_unpack("<I", raw[:len(raw) // 4 * 4])]
 
 
-def judge_records(report: dict) -> tuple[str | None, int]:
-    """Where the parent pid turned up (a description) and how often; (None, n) with n = records that held
-    a child's own pid instead."""
-    parent, children = report["parent"], set(report["children"])
-    own = 0
+@dataclass(frozen=True)
+class Records:
+    """Where the parent pid turned up in what the answer recorded (a description, None if nowhere) and how
+    often; and how many records held the children's own pids, or the parent's parent's pid, instead."""
+
+    where: str | None
+    hits: int
+    own: int
+    grandparent: int
+
+
+def judge_records(report: dict) -> Records:
+    """Look for the parent's pid (and the pids an answer may have recorded instead) in the u32 words of every
+    ring buffer record and map entry the loader read."""
+    parent, children, grandparent = report["parent"], set(report["children"]), report.get("grandparent")
+    own = older = 0
     for name, records in report["ringbufs"].items():
         hits = sum(parent in _words(r) for r in records)
         if hits >= RUNS:
-            return f"your ring buffer '{name}' held it in {hits} records", hits
+            return Records(f"your ring buffer '{name}' held it in {hits} records", hits, 0, 0)
         own += sum(bool(children & set(_words(r))) for r in records)
+        older += sum(grandparent in _words(r) for r in records)
     for name, entries in report["maps"].items():
         if any(parent in _words(k) for k in entries):
-            return f"your map '{name}' has it as a key", 1
+            return Records(f"your map '{name}' has it as a key", 1, 0, 0)
         hits = sum(parent in _words(v) for v in entries.values())
         if hits >= RUNS:
-            return f"your map '{name}' holds it in {hits} values", hits
+            return Records(f"your map '{name}' holds it in {hits} values", hits, 0, 0)
         own += sum(bool(children & set(_words(k) + _words(v))) for k, v in entries.items())
-    return None, own
+        older += sum(grandparent in _words(k) + _words(v) for k, v in entries.items())
+    return Records(None, 0, own, older)
+
+
+def missing_parent_hint(found: Records, parent: int, grandparent: int | None) -> str:
+    """What the records held instead of the parent's pid, said as it is."""
+    if found.grandparent:
+        also = ", next to the /bin/true processes' own pids" if found.own else ""
+        return (f"{found.grandparent} record(s) held {grandparent}, the parent's own parent{also}, and none the "
+                f"parent ({parent}): one real_parent step is enough, BPF_CORE_READ(task, real_parent, tgid)")
+    if found.own:
+        return (f"your records held the pids of the {RUNS} /bin/true processes themselves, and none their "
+                f"parent's ({parent}): read task->real_parent->tgid with BPF_CORE_READ")
+    return (f"alice started /bin/true {RUNS} times from process {parent}, and no record held that parent pid "
+            "as a u32: record BPF_CORE_READ(task, real_parent, tgid) for every execve")
 
 
 def _load_and_run(lab: Lab, obj: str) -> tuple[dict, str]:
@@ -65,9 +94,7 @@ def _field_relos(relos: list[CoreRelo]) -> list[CoreRelo]:
     return [r for r in relos if r.kind == "byte_off"]
 
 
-def check_core_exercise(lab: Lab, answer: str) -> Verdict:
-    """The exercise: BPF C built with vmlinux.h that records, for every execve, the parent's pid read
-    the CO-RE way (BPF_CORE_READ(task, real_parent, tgid)) in a ring buffer or a hash map."""
+def check(lab: Lab, answer: str) -> Verdict:
     if (todo := unfinished(answer)) is not None:
         return todo
     build = LibbpfBuild(lab, f"{WORKDIR}_{uuid.uuid4().hex[:8]}")
@@ -102,18 +129,12 @@ def check_core_exercise(lab: Lab, answer: str) -> Verdict:
     if not report["ringbufs"] and not report["maps"]:
         return Verdict(False, "your program has no ring buffer or hash map to record into: declare one in "
                               "SEC(\".maps\") (BPF_MAP_TYPE_RINGBUF or BPF_MAP_TYPE_HASH)")
-    where, hits = judge_records(report)
-    parent = report["parent"]
-    if where is None:
-        if hits:
-            return Verdict(False, f"your program recorded the pids of the {RUNS} /bin/true processes themselves, "
-                                  f"not their parent's ({parent}): read task->real_parent->tgid with BPF_CORE_READ")
-        return Verdict(False, f"alice started /bin/true {RUNS} times from process {parent}, and no record held "
-                              f"that parent pid as a u32: record BPF_CORE_READ(task, real_parent, tgid) "
-                              "for every execve")
+    found = judge_records(report)
+    if found.where is None:
+        return Verdict(False, missing_parent_hint(found, report["parent"], report.get("grandparent")))
     fields = ", ".join(sorted({r.field for r in relos}))
     return Verdict(True, f"{len(relos)} CO-RE field relocation(s) ({fields}) fixed by libbpf at load; alice's "
-                         f"{RUNS} /bin/true had parent pid {parent}, and {where}")
+                         f"{RUNS} /bin/true had parent pid {report['parent']}, and {found.where}")
 
 
 def _line_of(log: str, match: re.Match) -> str:

@@ -1,4 +1,4 @@
-# Chapter 10 exercise: the latency of alice's openat calls, as a log2 histogram of nanoseconds,
+# Chapter 11 exercise: the latency of alice's openat calls, as a log2 histogram of nanoseconds,
 # timed between the syscall's two tracepoints; user space prints the histogram every second.
 from time import sleep
 

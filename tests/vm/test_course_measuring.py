@@ -1,11 +1,12 @@
-"""Chapter 10's self-check judges a latency histogram by what the kernel held: it passes the reference
-and an fentry/fexit answer, and fails near misses (no UID filter, one end only, a rescaled latency,
-printing without BPF, the unfinished template) with a hint that says what to do."""
+"""Chapter 11's self-check judges a latency histogram by what the kernel held: it passes the reference
+and an fentry/fexit answer, and fails near misses (no UID filter, one end only, a rescaled latency, a
+fixed bucket that is no latency at all, printing without BPF, the unfinished template) with a hint that
+says what to do."""
 from __future__ import annotations
 
 import time
 
-from ebpf_lab.course import CHECKS, check_histogram_exercise, solution
+from ebpf_lab.course import CHECKS, solution
 
 from .verdicts import PRINTS_ONLY, fails, passes
 
@@ -45,21 +46,22 @@ MICROSECONDS = REFERENCE.replace("bpf_log2l(bpf_ktime_get_ns() - *began)",
                                  "bpf_log2l((bpf_ktime_get_ns() - *began) / 1000)")
 ENTRY_ONLY = REFERENCE.replace("TRACEPOINT_PROBE(syscalls, sys_exit_openat)", "int never_attached(void *ctx)")
 TEMPLATE = REFERENCE.replace("dist.increment(bpf_log2l(bpf_ktime_get_ns() - *began));", "TODO")
+# Alice's calls counted at their exit, each in the same bucket: a histogram of nothing.
+FIXED_BUCKET = REFERENCE.replace("dist.increment(bpf_log2l(bpf_ktime_get_ns() - *began));", "dist.increment(15);")
 
 
 def test_mutations_changed_the_reference():
-    assert len({REFERENCE, NO_FILTER, MICROSECONDS, ENTRY_ONLY, TEMPLATE}) == 5
-    assert CHECKS["histogram"] is check_histogram_exercise
+    assert len({REFERENCE, NO_FILTER, MICROSECONDS, ENTRY_ONLY, TEMPLATE, FIXED_BUCKET}) == 6
 
 
 def test_reference_passes(lab, clean_kernel):
-    verdict = passes(check_histogram_exercise(lab, REFERENCE))
-    assert "samples for alice's" in verdict.message
+    verdict = passes(CHECKS["histogram"](lab, REFERENCE))
+    assert "samples for alice's" in verdict.message and "landed in bucket 29" in verdict.message
 
 
 def test_fentry_fexit_answer_passes(lab, clean_kernel):
     before = lab.prog_ids()
-    passes(check_histogram_exercise(lab, FENTRY_FEXIT))
+    passes(CHECKS["histogram"](lab, FENTRY_FEXIT))
     # The kernel frees a program behind a trampoline only after an RCU grace period: seconds under emulation.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and any(
@@ -68,21 +70,25 @@ def test_fentry_fexit_answer_passes(lab, clean_kernel):
 
 
 def test_counting_everyone_fails_with_the_uid_filter_hint(lab, clean_kernel):
-    fails(check_histogram_exercise(lab, NO_FILTER), "== 1001")
+    fails(CHECKS["histogram"](lab, NO_FILTER), "== 1001")
 
 
 def test_a_rescaled_latency_fails_with_the_nanoseconds_hint(lab, clean_kernel):
-    fails(check_histogram_exercise(lab, MICROSECONDS), "without dividing")
+    fails(CHECKS["histogram"](lab, MICROSECONDS), "without dividing")
+
+
+def test_a_fixed_bucket_is_caught_by_the_slow_open(lab, clean_kernel):
+    fails(CHECKS["histogram"](lab, FIXED_BUCKET), "its new samples went to bucket(s) 15")
 
 
 def test_one_end_only_fails_with_the_both_ends_hint(lab, clean_kernel):
-    fails(check_histogram_exercise(lab, ENTRY_ONLY), "needs both ends")
+    fails(CHECKS["histogram"](lab, ENTRY_ONLY), "needs both ends")
 
 
 def test_printing_a_histogram_without_bpf_fails(lab, clean_kernel):
     text = "     ns : count\n 32768 -> 65535 : 93"
-    fails(check_histogram_exercise(lab, PRINTS_ONLY.format(text=text)), "no BPF program")
+    fails(CHECKS["histogram"](lab, PRINTS_ONLY.format(text=text)), "no BPF program")
 
 
 def test_the_template_is_unfinished(lab):
-    fails(check_histogram_exercise(lab, TEMPLATE), "replace the TODO")
+    fails(CHECKS["histogram"](lab, TEMPLATE), "replace the TODO")

@@ -1,4 +1,4 @@
-// Chapter 11 exercise: drop UDP datagrams to port 7777, pass everything else.
+// Chapter 12 exercise: drop UDP datagrams to port 7777, pass everything else.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
