@@ -15,6 +15,9 @@ from .printable import printable
 from .runner.protocol import DEFAULT_COMPILE_TIMEOUT, check_seconds
 
 GUEST_PREFIX = "vm:"
+# The course works offline: JupyterLab neither asks to fetch Jupyter's news nor looks for updates.
+OFFLINE_LAB = ["--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
 
 
 def _vm(args: argparse.Namespace) -> int:
@@ -86,7 +89,8 @@ def _course(args: argparse.Namespace) -> int:
         raise LabError("JupyterLab is not installed in this Python", "run: pip install -e '.[course]'")
     root = ["--allow-root"] if os.geteuid() == 0 else []  # Jupyter refuses root without it
     # This Python's Jupyter, whether or not its environment is activated (./lab.sh runs .venv/bin/ebpf-lab).
-    cmd = [sys.executable, "-m", "jupyter", "lab", *root, str(repo_dir() / "notebooks"), *args.jupyter_args]
+    cmd = [sys.executable, "-m", "jupyter", "lab", *root, *OFFLINE_LAB, str(repo_dir() / "notebooks"),
+           *args.jupyter_args]
     return subprocess.call(cmd)
 
 

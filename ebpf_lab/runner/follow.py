@@ -76,6 +76,7 @@ class CompileProgress:
         self._live = live
         self._rewrite = rewrite     # "\r" in a notebook; a terminal also needs "erase to end of line"
         self._pending = False       # a progress line without its newline is on screen
+        self._pending_len = 0       # how long it is
         self._shown: int | None = None
 
     def ended(self, event: dict) -> None:
@@ -109,8 +110,12 @@ class CompileProgress:
             self._pending = False
 
     def _line(self, text: str, end: bool) -> None:
+        if self._pending and "\x1b[K" not in self._rewrite:
+            # A carriage return only moves back to the line's start (JupyterLab, like a terminal, keeps the
+            # rest): a shorter line must blank out the tail of the one it replaces.
+            text = text.ljust(self._pending_len)
         self._write((self._rewrite if self._pending else "") + text + ("\n" if end else ""))
-        self._pending = not end
+        self._pending, self._pending_len = not end, len(text)
         if end:
             self._shown = None
 

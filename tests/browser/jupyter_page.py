@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ebpf_lab.cli import OFFLINE_LAB
+
 TOKEN = "ebpf-lab-browser-test"
 
 
@@ -32,7 +34,7 @@ def jupyterlab_server(root: Path, scratch: Path) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--ServerApp.token={TOKEN}", "--ServerApp.disable_check_xsrf=True", "--expose-app-in-browser",
-         f"--ServerApp.root_dir={root}", "--allow-root"],
+         f"--ServerApp.root_dir={root}", "--allow-root", *OFFLINE_LAB],
         stdout=subprocess.DEVNULL, stderr=open(scratch / "jupyter.log", "wb"), cwd=root,
         env={**os.environ, "JUPYTER_CONFIG_DIR": str(scratch / "cfg"), "JUPYTER_RUNTIME_DIR": str(scratch / "rt"),
              "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings")})

@@ -5,6 +5,7 @@ a scratch copy (so the course's saved outputs stay untouched) and the page is re
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -63,3 +64,8 @@ def test_the_chart_redraws_while_the_cell_runs_and_its_last_frame_stays(jupyterl
     assert final and final.startswith("data:image/png"), final
     text = browser.execute_script("return document.querySelectorAll('.jp-CodeCell')[2].querySelector('.jp-OutputArea').innerText")
     assert "Image(value=" not in text and "Traceback" not in text, text
+    # The progress line was rewritten in place: nothing of "compiling the BPF program… N s" is left after it.
+    compiled = [line for line in text.splitlines() if "compiled in" in line]
+    assert compiled and all(re.fullmatch(r"compiled in \d+\.\d s\s*", line) for line in compiled), compiled
+    # Started offline-ready: no prompt to fetch Jupyter's news.
+    assert "official Jupyter news" not in browser.execute_script("return document.body.innerText")

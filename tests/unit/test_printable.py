@@ -110,3 +110,27 @@ def test_an_error_shown_in_a_notebook_shows_the_vms_controls_escaped():
     failed = ProgramFailed("the program raised OSError", "Traceback:\n  \x1b]0;title\x07 line 3")
     assert failed._render_traceback_() == ["ProgramFailed: the program raised OSError\nTraceback:\n  "
                                            "\\x1b]0;title\\x07 line 3"]
+
+
+def test_a_verdict_reads_at_a_glance_in_a_notebook_and_as_text_elsewhere():
+    from ebpf_lab.course import Verdict
+
+    passed, not_yet = Verdict(True, "all <3> fine"), Verdict(False, "try \x1b[31magain")
+    assert repr(passed) == "PASS: all <3> fine" and repr(not_yet).startswith("NOT YET: ")
+    assert "<b style='color:#1a7f37'>PASS</b> all &lt;3&gt; fine" in passed._repr_html_()
+    assert "<b style='color:#9a6700'>NOT YET</b> try \\x1b[31magain" in not_yet._repr_html_()
+
+
+def test_the_course_opens_jupyterlab_offline_ready(monkeypatch):
+    """No prompt to fetch Jupyter's news, no update check: a course started offline asks nothing."""
+    from types import SimpleNamespace
+
+    import ebpf_lab.vm.backend
+
+    started = []
+    monkeypatch.setattr(ebpf_lab.vm.backend, "select_backend", lambda: SimpleNamespace(
+        prepare=lambda: None, up=lambda: None, describe=lambda: "a test VM"))
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: started.append(cmd) or 0)
+    assert cli.main(["course", "--no-browser"]) == 0
+    assert cli.OFFLINE_LAB[0] in started[0] and cli.OFFLINE_LAB[1] in started[0]
+    assert started[0][-1] == "--no-browser"

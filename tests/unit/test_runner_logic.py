@@ -108,7 +108,32 @@ def test_compile_progress_rewrites_one_line_then_says_how_long():
     run.compiling_for = None
     progress.ended({"kind": protocol.COMPILED, "seconds": 21.34, "ok": True})
     progress.tick()
-    assert "".join(written) == "compiling the BPF program… 0 s\rcompiling the BPF program… 1 s\rcompiled in 21.3 s\n"
+    assert "".join(written) == ("compiling the BPF program… 0 s\rcompiling the BPF program… 1 s\r"
+                                + "compiled in 21.3 s".ljust(30) + "\n")
+    assert on_screen("".join(written)) == ["compiled in 21.3 s"]
+
+
+def on_screen(text: str) -> list[str]:
+    """What a terminal or JupyterLab shows for `text`: a carriage return goes back to the line's start and
+    the characters written after it replace the old ones, one for one; the rest of the old line stays."""
+    lines = []
+    for line in text.split("\n"):
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        lines.append(shown.rstrip())
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def test_a_shorter_progress_line_leaves_nothing_of_the_longer_one_on_screen():
+    """JupyterLab showed "compiled in 2.4 s program… 2 s": the end of the line it rewrote."""
+    run, written = FakeRun(), []
+    progress = CompileProgress(run, written.append, live=True)
+    run.compiling_for = 12.0
+    progress.tick()
+    run.compiling_for = None
+    progress.ended({"kind": protocol.COMPILED, "seconds": 2.4, "ok": True})
+    assert on_screen("".join(written)) == ["compiled in 2.4 s"]
 
 
 def test_compile_progress_on_a_plain_stream_and_around_output():
@@ -145,7 +170,7 @@ def test_compile_end_comes_before_later_output_however_drains_fall(drains_betwee
     run.on_line(Line("stderr", "bpf: Failed to load program: Invalid argument"))
     run.on_line(Line("stdout", "after"))
     drain(printer, progress)
-    assert "".join(out) == "compiling the BPF program… 1 s\rcompiled in 2.0 s\nafter\n"
+    assert on_screen("".join(out)) == ["compiled in 2.0 s", "after"]
     assert err == ["bpf: Failed to load program: Invalid argument\n"]
 
 
@@ -178,7 +203,7 @@ def test_warnings_in_bursts_do_not_repeat_the_progress_line():
     run.compiling_for = None
     run.on_event({"kind": protocol.COMPILED, "seconds": 2.5, "ok": True})
     drain(printer, progress)
-    assert "".join(out) == "compiling the BPF program… 1 s\ncompiling the BPF program… 2 s\rcompiled in 2.5 s\n"
+    assert on_screen("".join(out)) == ["compiling the BPF program… 1 s", "compiled in 2.5 s"]
 
 
 def test_clock_starts_at_attach_and_pauses_while_compiling(guest_modules, monkeypatch):
