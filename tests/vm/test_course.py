@@ -178,7 +178,7 @@ def test_ringbuf_exercise(lab, clean_kernel):
     passes(CHECKS["ringbuf"](lab, RINGBUF_RESERVE_SUBMIT))
     fails(CHECKS["ringbuf"](lab, PRINTS_ONLY.format(text="/etc/hostname")), "no BPF program was loaded")
     fails(CHECKS["ringbuf"](lab, solution("ringbuf").replace("!= 1001", "== 4242")),
-          "bob's file came through")
+          "bob's opens went through your ring buffer too")
     fails(CHECKS["ringbuf"](lab, perf_instead_of_ringbuf()), "perf_event_array, not a ring buffer")
     fails(CHECKS["ringbuf"](lab, RINGBUF_CARRYING_NOTHING), "nothing went through your ring buffer")
     fails(CHECKS["ringbuf"](lab, UID_FILTER_IN_PYTHON), "a filter in Python comes after the ring buffer")
@@ -255,4 +255,4 @@ def test_xdp_exercise_and_nothing_left_attached(lab, clean_kernel):
     fails(CHECKS["xdp"](lab, right.replace("&packets, 1)", "&packets, 2)")), "packets = 10")
     fails(CHECKS["xdp"](lab, right.replace("return XDP_PASS;", "return XDP_PASS")), "clang could not compile")
     assert lab.bpftool("net", "list")[0]["xdp"] == []
-    assert not lab.sh("ls /sys/fs/bpf")
+    assert not lab.sh("find /sys/fs/bpf -type f")  # nothing pinned (tc and ip leave a directory and links)

@@ -42,7 +42,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         obs = session.observation
         if obs.failure:
             return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "submit events with BPF_RINGBUF_OUTPUT from a probe on openat")):
+        if (verdict := no_bpf(obs.kernel, "submit events with BPF_RINGBUF_OUTPUT from a probe on openat")) is not None:
             return verdict
         progs, verdict = on_openat(obs.kernel, "kprobe", "tracepoint")
         if verdict is not None:
@@ -72,8 +72,8 @@ def judge(s: Steps) -> Verdict:
         return Verdict(False, f"{s.alice_bytes} bytes went through your ring buffer for alice's {s.alice_opens} "
                               "openat calls, fewer than one event each: submit one for every openat of hers")
     if s.bob_bytes > s.alice_bytes:
-        return Verdict(False, f"bob's opens went through your ring buffer too ({s.bob_bytes - s.alice_bytes} bytes "
-                              "while only he opened files): filter in the BPF program, return early unless "
+        return Verdict(False, f"bob's opens went through your ring buffer too ({s.bob_bytes - s.alice_bytes} more "
+                              "bytes once alice was done): filter in the BPF program, return early unless "
                               "(bpf_get_current_uid_gid() & 0xFFFFFFFF) == 1001 (a filter in Python comes after "
                               "the ring buffer)")
     if s.runs_after_bob <= s.runs_after_alice:
