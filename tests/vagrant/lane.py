@@ -2,7 +2,7 @@
 
 It starts libvirt if it is not running, builds the test box (tests/vagrant/box.py), registers it
 under the Vagrantfile's box name in a project-local VAGRANT_HOME, runs `vagrant up --provider=libvirt`
-on the project's unchanged Vagrantfile, runs the runner tests, the lab comparison and chapters under
+on the project's unchanged Vagrantfile, runs the runner's transport tests, the lab comparison and chapters under
 nbval against that VM, then destroys it and stops what it started.
 
 Settings that only suit a throwaway CI machine (Vagrant's well-known key left in place, an unsafe
@@ -35,8 +35,26 @@ DOMAIN_PREFIX = "ebpf-lab-lane-"  # libvirt's name for the lane's machine starts
 GUEST_NETWORK = "192.168.121.0/24"
 # Silence after "Waiting for machine to reboot..." that means Vagrant hangs (a passing reboot takes ~1 min).
 REBOOT_SILENCE = 180
-TESTS = ["tests/vm/test_runner.py", "tests/vagrant", "notebooks/01-kprobes.ipynb",
-         "notebooks/02-maps.ipynb"]
+# The runner's tests that depend on how the host reaches the machine (ssh to Vagrant's sshd, no data
+# channel): streaming, clocks, interrupts, a dropped link, hostile output, records' fallback to ssh. What
+# only the guest decides (limits, cgroups, compile and verifier errors, the zygote) the main lane tests on
+# the same guest, and tests/vagrant/test_same_lab.py checks that it is the same: not run twice.
+TRANSPORT_TESTS = [
+    "test_hello_kprobe_line_arrives_while_execs_happen",
+    "test_timeout_counts_from_attach_not_from_start",
+    "test_cli_streams_hello_shows_compile_progress_and_returns_status",
+    "test_interrupt_runs_keyboardinterrupt_cleanup",
+    "test_dropped_ssh_link_unloads_the_program",
+    "test_timeout_is_not_held_up_by_a_host_that_stopped_reading",
+    "test_unbuffered_output_reaches_the_host_while_the_program_runs",
+    "test_the_host_survives_what_the_guest_sends",
+    "test_two_runs_at_once_do_not_interfere",
+    "test_compile_error_points_at_cell_line",
+    "test_100k_lines_and_records_are_capped_but_logged",
+    "test_records_take_the_data_channel_or_fall_back_to_ssh",
+]
+TESTS = [*(f"tests/vm/test_runner.py::{name}" for name in TRANSPORT_TESTS), "tests/vagrant",
+         "notebooks/01-kprobes.ipynb", "notebooks/02-maps.ipynb"]
 
 # With several vCPUs qemu's TCG runs one host thread per vCPU, and a vCPU now and then keeps running
 # stale code after another one patches the kernel (every BPF attach does): see ebpf_lab/vm/accel.py.
