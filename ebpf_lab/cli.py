@@ -15,9 +15,18 @@ from .printable import printable
 from .runner.protocol import DEFAULT_COMPILE_TIMEOUT, check_seconds
 
 GUEST_PREFIX = "vm:"
-# The course works offline: JupyterLab neither asks to fetch Jupyter's news nor looks for updates.
+# The course works offline: JupyterLab's server neither fetches Jupyter's news nor looks for updates...
 OFFLINE_LAB = ["--LabApp.news_url=None",
                "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
+# ...and its page does not ask whether to: a config directory of ours, searched after the user's own,
+# disables the plugin that asks (its page_config.json; the user's settings stay untouched).
+LAB_CONFIG = Path(__file__).resolve().parent / "jupyter" / "lab_config"
+
+
+def offline_lab_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a JupyterLab that asks nothing of the network: LAB_CONFIG added to JUPYTER_CONFIG_PATH."""
+    paths = [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    return {**env, "JUPYTER_CONFIG_PATH": os.pathsep.join([*paths, str(LAB_CONFIG)])}
 
 
 def _vm(args: argparse.Namespace) -> int:
@@ -91,7 +100,7 @@ def _course(args: argparse.Namespace) -> int:
     # This Python's Jupyter, whether or not its environment is activated (./lab.sh runs .venv/bin/ebpf-lab).
     cmd = [sys.executable, "-m", "jupyter", "lab", *root, *OFFLINE_LAB, str(repo_dir() / "notebooks"),
            *args.jupyter_args]
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=offline_lab_env(dict(os.environ)))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ebpf_lab.cli import OFFLINE_LAB
+from ebpf_lab.cli import OFFLINE_LAB, offline_lab_env
 
 TOKEN = "ebpf-lab-browser-test"
 
@@ -36,8 +36,9 @@ def jupyterlab_server(root: Path, scratch: Path) -> Iterator[str]:
          f"--ServerApp.token={TOKEN}", "--ServerApp.disable_check_xsrf=True", "--expose-app-in-browser",
          f"--ServerApp.root_dir={root}", "--allow-root", *OFFLINE_LAB],
         stdout=subprocess.DEVNULL, stderr=open(scratch / "jupyter.log", "wb"), cwd=root,
-        env={**os.environ, "JUPYTER_CONFIG_DIR": str(scratch / "cfg"), "JUPYTER_RUNTIME_DIR": str(scratch / "rt"),
-             "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings")})
+        env=offline_lab_env({**os.environ, "JUPYTER_CONFIG_DIR": str(scratch / "cfg"),
+                             "JUPYTER_RUNTIME_DIR": str(scratch / "rt"),
+                             "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings")}))
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

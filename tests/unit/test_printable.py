@@ -2,6 +2,8 @@
 escaped, never obeyed, unless `ebpf-lab run --raw` asks for them; the lab's own progress line still
 rewrites itself."""
 import contextlib
+import json
+import os
 import re
 
 from ebpf_lab import cli
@@ -130,7 +132,13 @@ def test_the_course_opens_jupyterlab_offline_ready(monkeypatch):
     started = []
     monkeypatch.setattr(ebpf_lab.vm.backend, "select_backend", lambda: SimpleNamespace(
         prepare=lambda: None, up=lambda: None, describe=lambda: "a test VM"))
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: started.append(cmd) or 0)
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env: started.append((cmd, env)) or 0)
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", "/opt/site-jupyter")
     assert cli.main(["course", "--no-browser"]) == 0
-    assert cli.OFFLINE_LAB[0] in started[0] and cli.OFFLINE_LAB[1] in started[0]
-    assert started[0][-1] == "--no-browser"
+    cmd, env = started[0]
+    assert cli.OFFLINE_LAB[0] in cmd and cli.OFFLINE_LAB[1] in cmd
+    # the learner's own config path still comes first; ours only disables the plugin that asks
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep) == ["/opt/site-jupyter", str(cli.LAB_CONFIG)]
+    page = json.loads((cli.LAB_CONFIG / "labconfig" / "page_config.json").read_text())
+    assert page["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
+    assert cmd[-1] == "--no-browser"
