@@ -19,7 +19,8 @@ NO_TESTS_COLLECTED = 5
 
 
 def pytest_command(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args, *NBVAL_OPTIONS]
+    # --durations: the slowest tests in every CI log, where the budget in DEVELOPERS.md goes
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=25", *args, *NBVAL_OPTIONS]
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> int:
