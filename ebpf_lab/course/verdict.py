@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..printable import printable
 
-from .observe import KernelView
+from .observe import KernelView, Observation
 
 
 @dataclass
@@ -42,3 +42,10 @@ def no_bpf(kernel: KernelView, what: str) -> Verdict | None:
         return Verdict(False, f"no BPF program was loaded while your answer ran (printing from Python does not "
                               f"count): {what}")
     return None
+
+
+def not_judgeable(obs: Observation, what: str) -> Verdict | None:
+    """Why the answer cannot be judged at all: its run failed, or it loaded no BPF (`what` says what to do)."""
+    if obs.failure:
+        return Verdict(False, obs.failure)
+    return no_bpf(obs.kernel, what)

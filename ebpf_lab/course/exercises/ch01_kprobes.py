@@ -9,7 +9,7 @@ from ...lab import Lab
 from ..evidence import PrintkRecorder, helpers_called, printed_by
 from ..observe import Session
 from ..openat import on_openat
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "kprobes"
 RUNS = 3
@@ -21,9 +21,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         return todo
     with PrintkRecorder(lab) as printk, Session(lab, answer, WORKLOAD) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "attach a kprobe with b.attach_kprobe")) is not None:
+        if (verdict := not_judgeable(obs, "attach a kprobe with b.attach_kprobe")) is not None:
             return verdict
         progs, verdict = on_openat(obs.kernel, "kprobe", "tracepoint")
         if verdict is not None:

@@ -10,7 +10,7 @@ import re
 from ...lab import Lab
 from ..observe import Session
 from ..openat import ALICE, BOB, on_openat
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "maps"
 RUNS = {ALICE: 4, BOB: 2}
@@ -24,9 +24,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         return todo
     with Session(lab, answer, WORKLOAD) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "count in a BPF_HASH from a kprobe on openat")) is not None:
+        if (verdict := not_judgeable(obs, "count in a BPF_HASH from a kprobe on openat")) is not None:
             return verdict
         progs, verdict = on_openat(obs.kernel, "kprobe", "tracepoint")
         if verdict is not None:

@@ -13,7 +13,7 @@ from ...lab import Lab
 from ..evidence import RunCounts, openat_calls_per_run, ringbuf_produced, run_as
 from ..observe import Session
 from ..openat import on_openat
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "ringbuf"
 ALICE_RUNS, BOB_RUNS = 3, 2
@@ -40,9 +40,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         return todo
     with RunCounts(lab) as runs, Session(lab, answer, [f"alice:{ALICE_RUNS}:{ALICE_CMD}"]) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "submit events with BPF_RINGBUF_OUTPUT from a probe on openat")) is not None:
+        if (verdict := not_judgeable(obs, "submit events with BPF_RINGBUF_OUTPUT from a probe on openat")) is not None:
             return verdict
         progs, verdict = on_openat(obs.kernel, "kprobe", "tracepoint")
         if verdict is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ...lab import Lab
 from ..evidence import PrintkRecorder, helpers_called, printed_by
 from ..observe import Session
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "tailcalls"
 RUNS = 3
@@ -36,9 +36,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         return todo
     with PrintkRecorder(lab) as printk, Session(lab, answer, WORKLOAD) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "attach a raw tracepoint program to sys_enter")) is not None:
+        if (verdict := not_judgeable(obs, "attach a raw tracepoint program to sys_enter")) is not None:
             return verdict
         dispatchers = [p for p, where in obs.kernel.attached() if p["type"] == "raw_tracepoint" and where == "sys_enter"]
         if not dispatchers:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ...lab import Lab
 from ..observe import Session
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "uprobes"
 WORKER = "/tmp/ch10_exercise/worker"
@@ -60,9 +60,7 @@ def check(lab: Lab, answer: str) -> Verdict:
     random.shuffle(calls)
     with Session(lab, answer, [f"alice:1:{WORKER} {' '.join(map(str, calls))}"]) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, f"attach a uprobe to work in {WORKER}")) is not None:
+        if (verdict := not_judgeable(obs, f"attach a uprobe to work in {WORKER}")) is not None:
             return verdict
         ids = {p["id"] for p in obs.kernel.progs}
         uprobes = [(h.get("fd_type", ""), h.get("filename", "")) for h in obs.kernel.hooks

@@ -15,7 +15,7 @@ from ...lab import Lab
 from ...widgets.histogram import log2_range
 from ..evidence import openat_calls_per_run
 from ..observe import KernelView, Session, map_entries
-from ..verdict import Verdict, no_bpf, unfinished
+from ..verdict import Verdict, not_judgeable, unfinished
 
 NAME = "histogram"
 
@@ -72,9 +72,7 @@ def check(lab: Lab, answer: str) -> Verdict:
         return todo
     with Session(lab, answer, [f"alice:{RUNS}:{COMMAND}"]) as session:
         obs = session.observation
-        if obs.failure:
-            return Verdict(False, obs.failure)
-        if (verdict := no_bpf(obs.kernel, "time openat between sys_enter_openat and sys_exit_openat")) is not None:
+        if (verdict := not_judgeable(obs, "time openat between sys_enter_openat and sys_exit_openat")) is not None:
             return verdict
         starts, ends = _ends(obs.kernel)
         if not starts and not ends:
